@@ -14,7 +14,9 @@ command, e.g.:
 `--rows` and `--columns` list config arguments (`key=value`, several joined
 with `+`); each cell runs `config.py:common,row,column,seed=S`. `--skip` names
 cells left out of a grid (`row@column`, shown as "—"), `--parallel` runs that
-many cells at once.
+many cells at once. Besides results.json, a cell's metrics include
+`sweep.wall_minutes`, the wall time of the run's subprocess (data loading and
+compilation included), recorded in `sweep.json` when the sweep trained it.
 """
 
 import concurrent.futures
@@ -22,6 +24,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 from absl import app
@@ -46,28 +49,40 @@ def run_name(*parts: str) -> str:
 
 
 def run_cell(common: str, row: str, column: str, seed: str) -> dict:
-  """Runs (or resumes) one training run in a subprocess; returns results.json."""
+  """Runs (or resumes) one run in a subprocess; returns results.json + sweep.json."""
   args = ",".join(a.replace("+", ",") for a in (common, row, column, f"seed={seed}") if a)
   workdir = os.path.join(_WORKDIR.value, run_name(row, column, f"seed={seed}"))
   results_path = os.path.join(workdir, "results.json")
+  sweep_path = os.path.join(workdir, "sweep.json")
   if not os.path.exists(results_path):
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "train.log")
+    start = time.time()
     with open(log_path, "a") as log:
       returncode = subprocess.run(
           [sys.executable, "-m", "experiments.train", f"--config={_CONFIG.value}:{args}",
            f"--workdir={workdir}"], stdout=log, stderr=subprocess.STDOUT).returncode
     if returncode:
       raise RuntimeError(f"Run {workdir} failed (exit {returncode}); see {log_path}.")
+    with open(sweep_path, "w") as f:
+      json.dump({"wall_minutes": (time.time() - start) / 60}, f)
     print(f"finished {workdir}", flush=True)
   with open(results_path) as f:
-    return json.load(f)
+    results = json.load(f)
+  if os.path.exists(sweep_path):
+    with open(sweep_path) as f:
+      results["sweep"] = json.load(f)
+  return {**results, "workdir": workdir}
 
 
 def lookup(results: dict, dotted: str) -> float:
+  value = results
   for key in dotted.split("."):
-    results = results[key]
-  return float(results)
+    if key not in value:
+      raise KeyError(f"{results['workdir']} has no {dotted!r} (no {key!r} in "
+                     f"{sorted(value)}).")
+    value = value[key]
+  return float(value)
 
 
 def main(argv):

@@ -5,27 +5,15 @@ loader (which streams or bags a batch holds) and its loss. Families add theirs
 here.
 """
 
-import ml_collections
-
-from labeljax.data.pipeline import Stream, TrainLoader
 from labeljax.distill import training as distill_training
 from labeljax.llp import llp_bp
 from labeljax.llp import training as llp_training
 from labeljax.ssl import training as ssl_training
-from labeljax.train.step import supervised_loss
-from labeljax.train.trainer import Data, Setup
-
-
-def supervised(config: ml_collections.ConfigDict, data: Data, mesh) -> Setup:
-  """Cross-entropy on the labeled examples only."""
-  labeled = data.dataset.train.take(data.split.labeled)
-  loader = TrainLoader({"labeled": Stream(labeled, config.batch_size)}, mesh,
-                       seed=config.seed, num_shards=config.get("num_data_shards"))
-  return Setup(loader, supervised_loss)
+from labeljax.train import trainer
 
 
 METHODS = {
-    "supervised": supervised,
+    "supervised": trainer.supervised_setup,
     "dllp": llp_training.dllp,
     "easyllp": llp_training.easyllp,
     "pseudo_labeling": ssl_training.pseudo_labeling,

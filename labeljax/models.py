@@ -20,11 +20,24 @@ class ModelOutput(NamedTuple):
   embedding: jax.Array  # [batch, embedding_dim]
 
 
+def classifier(num_classes: int, output_bias: Sequence[float] | None = None,
+               **kwargs) -> nn.Dense:
+  """The output layer; `output_bias` (e.g. the log class prior) starts the
+  model's predictions at that distribution instead of uniform."""
+  if output_bias is not None:
+    bias = jnp.asarray(output_bias, jnp.float32)
+    if bias.shape != (num_classes,):
+      raise ValueError(f"output_bias needs {num_classes} values, got shape {bias.shape}.")
+    kwargs["bias_init"] = lambda *_: bias
+  return nn.Dense(num_classes, **kwargs)
+
+
 class MLP(nn.Module):
   """Fully connected ReLU network for tabular data."""
   num_classes: int
   hidden_sizes: Sequence[int] = (256, 256)
   dropout_rate: float = 0.0
+  output_bias: Sequence[float] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> ModelOutput:
@@ -32,7 +45,7 @@ class MLP(nn.Module):
     for size in self.hidden_sizes:
       x = nn.relu(nn.Dense(size)(x))
       x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return ModelOutput(nn.Dense(self.num_classes)(x), x)
+    return ModelOutput(classifier(self.num_classes, self.output_bias)(x), x)
 
 
 class SmallCNN(nn.Module):
@@ -41,6 +54,7 @@ class SmallCNN(nn.Module):
   widths: Sequence[int] = (32, 64, 128)
   embedding_dim: int = 128
   dropout_rate: float = 0.0
+  output_bias: Sequence[float] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> ModelOutput:
@@ -53,7 +67,7 @@ class SmallCNN(nn.Module):
     x = jnp.mean(x, axis=(1, 2))
     x = nn.relu(nn.Dense(self.embedding_dim)(x))
     x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-    return ModelOutput(nn.Dense(self.num_classes)(x), x)
+    return ModelOutput(classifier(self.num_classes, self.output_bias)(x), x)
 
 
 _CONV_INIT = nn.initializers.variance_scaling(2.0, "fan_out", "normal")  # Kaiming, fan-out
@@ -91,6 +105,7 @@ class WideResNet(nn.Module):
   num_classes: int
   depth: int = 28
   widen_factor: int = 2
+  output_bias: Sequence[float] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> ModelOutput:
@@ -106,7 +121,8 @@ class WideResNet(nn.Module):
                        stride=2 if stage > 0 and block == 0 else 1, norm=norm)(x)
     x = nn.leaky_relu(norm()(x), 0.1)
     x = jnp.mean(x, axis=(1, 2))
-    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.glorot_normal())(x)
+    logits = classifier(self.num_classes, self.output_bias,
+                        kernel_init=nn.initializers.glorot_normal())(x)
     return ModelOutput(logits, x)
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import distill
-from labeljax import methods, models, parallel
+from labeljax import models, parallel
 from labeljax.distill import get_method
 from labeljax.distill import training as distill_training
 from labeljax.train import trainer
@@ -29,7 +29,7 @@ def test_teacher_is_frozen_and_identical_after_student_training(tmp_path):
   info = data.dataset.info
   teacher_model = models.get_model("mlp", 2)
   teacher = trainer.fit(config, str(tmp_path / "teacher"),
-                        methods.supervised(config, data, mesh), teacher_model, info, mesh)
+                        trainer.supervised_setup(config, data, mesh), teacher_model, info, mesh)
   before = jax.tree.map(np.array, teacher.params)
   setup = distill_training.distillation_setup(
       config, data, mesh, get_method("kd"), teacher_model, teacher, None,

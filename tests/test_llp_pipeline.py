@@ -2,11 +2,15 @@
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
 from experiments.configs import llp
+from labeljax import models, parallel
 from labeljax.llp import llp_bp
+from labeljax.llp import training as llp_training
+from labeljax.train import trainer
 from labeljax.data import random_bags
 from labeljax.train.trainer import train_and_evaluate
 
@@ -23,6 +27,21 @@ def _config(method, **overrides):
 def test_bag_loss_baselines_learn_from_proportions(method, tmp_path):
   results = train_and_evaluate(_config(method), str(tmp_path))
   assert results["step"] == 60 and results["test"]["auc"] > 0.75
+
+
+def test_prior_output_bias_starts_predictions_at_the_bag_prior():
+  config = _config("dllp", prior_output_bias=True)
+  data = trainer.load_data(config)
+  mesh = parallel.make_mesh()
+  setup = llp_training.dllp(config, data, mesh)
+  bags = setup.loader.bags
+  prior = bags.label_counts.sum(0) / bags.sizes.sum()  # Adult: 24% positives
+  params = setup.model.init(jax.random.key(0), data.dataset.train.inputs[:1])
+  np.testing.assert_allclose(params["params"]["Dense_2"]["bias"], np.log(prior), rtol=1e-6)
+  probs = jax.nn.softmax(setup.model.apply(params, data.dataset.train.inputs[:2000]).logits)
+  assert abs(float(probs[:, 1].mean()) - prior[1]) < 0.05
+  with pytest.raises(ValueError, match=r"output_bias needs 2 values, got shape \(3,\)"):
+    models.MLP(2, output_bias=(0.1, 0.2, 0.3)).init(jax.random.key(0), np.zeros((1, 4)))
 
 
 def test_llp_bp_rounds_select_on_validation_bags_only(tmp_path):

@@ -1,6 +1,9 @@
 """The train core: data parallelism, compile-once, guards, evaluation, trainer."""
 
 import json
+import pathlib
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -114,6 +117,14 @@ def test_evaluation_counts_every_example_exactly_once():
   np.testing.assert_allclose(logits, direct, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("module", ["labeljax.distill.training", "labeljax.llp.llp_bp",
+                                    "labeljax.ssl.training", "labeljax.methods"])
+def test_each_module_imports_first(module):
+  # A fresh interpreter: an import cycle shows only when a module comes first.
+  subprocess.run([sys.executable, "-c", f"import {module}"], check=True, timeout=120,
+                 cwd=pathlib.Path(__file__).resolve().parents[1])
+
+
 def test_unknown_names_list_the_choices():
   with pytest.raises(ValueError, match=r"Unknown model 'resnet9'; choose one of \['mlp'"):
     models.get_model("resnet9", 10)
@@ -152,7 +163,7 @@ def test_nonfinite_loss_stops_training_with_a_message(tmp_path, monkeypatch):
     return lambda *a: (lambda l, aux: (l * np.inf, aux))(*base(*a))
 
   def inf_method(config, data, mesh):
-    return methods.supervised(config, data, mesh)._replace(loss_fn=inf_loss)
+    return trainer.supervised_setup(config, data, mesh)._replace(loss_fn=inf_loss)
 
   monkeypatch.setitem(methods.METHODS, "nan", inf_method)
   with pytest.raises(FloatingPointError, match="Non-finite loss or gradients before step 10"):

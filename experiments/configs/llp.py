@@ -16,7 +16,7 @@ from experiments.configs import common
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset="adult", method="dllp", bag_size=128,
                           bagging="random", seed=0, num_steps=2000,
-                          bag_factor="cardinality")
+                          bag_factor="cardinality", prior_bias=False)
   config = common.base_config()
   config.method = args.method
   config.dataset = args.dataset
@@ -27,6 +27,8 @@ def get_config(arg=None):
   config.batch_size = 512          # instance slots; at least one bag
   config.num_steps = args.num_steps
   config.optimizer.learning_rate = 1e-3
+  # Output bias starts at the log label prior (from the bag counts).
+  config.prior_output_bias = args.prior_bias
   config.bagging = args.bagging
   config.bag_size = args.bag_size
   config.bag_columns = ("education", "marital-status")

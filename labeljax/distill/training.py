@@ -31,7 +31,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from labeljax import methods
 from labeljax import models
 from labeljax import parallel
 from labeljax.data.pipeline import Stream, TrainLoader
@@ -200,7 +199,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   # ---- 1. The teacher, supervised on the labels. Runs that agree on
   # everything it depends on may share it through `config.teacher_dir`.
-  supervised = methods.supervised(config, data, mesh)
+  supervised = trainer.supervised_setup(config, data, mesh)
   teacher_dir = config.get("teacher_dir") or os.path.join(workdir, "teacher")
   with _exclusive(teacher_dir):
     teacher_state = trainer.fit(_stage_config(config, config.teacher_steps), teacher_dir,

@@ -51,9 +51,11 @@ class BagHeadMLP(nn.Module):
   num_classes: int
   hidden_sizes: Sequence[int] = (256, 128)
   bag_hidden: int = 64
+  output_bias: Sequence[float] | None = None
 
   def setup(self):
-    self.instance_model = MLP(self.num_classes, tuple(self.hidden_sizes))
+    self.instance_model = MLP(self.num_classes, tuple(self.hidden_sizes),
+                              output_bias=self.output_bias)
     self.bag_hidden_layer = nn.Dense(self.bag_hidden)
     self.bag_output = nn.Dense(self.num_classes)
 
@@ -131,7 +133,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                   min(config.bag_size, len(data.validation)),
                                   seed=config.seed + 1)
   writer = MetricWriter(workdir)
-  model = BagHeadMLP(2, tuple(config.hidden_sizes), config.bag_hidden)
+  model = BagHeadMLP(2, tuple(config.hidden_sizes), config.bag_hidden,
+                     llp_training.output_bias(config, bags))
   predict = evaluate_lib.make_predict_fn(model)
 
   def predictions(state, examples):

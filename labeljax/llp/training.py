@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from labeljax import models
 from labeljax.data import bags as bags_lib
 from labeljax.data.bag_pipeline import BagLoader
 from labeljax.llp import losses
@@ -47,9 +48,31 @@ def bag_loader(config, data: Data, mesh) -> tuple[BagLoader, bags_lib.Bags]:
   return loader, bags
 
 
+def label_prior(bags: bags_lib.Bags) -> np.ndarray:
+  """The overall label proportions, known in LLP from the bag counts."""
+  return bags.label_counts.sum(0) / bags.sizes.sum()
+
+
+def output_bias(config, bags: bags_lib.Bags) -> np.ndarray | None:
+  """log prior when `config.prior_output_bias`, else None (a zero bias).
+
+  A network that starts at uniform predictions first pushes every prediction
+  towards the prior; with few, large bags that shared push is most of the
+  signal, and it moves the instances with the largest gradients (large
+  feature norms) most, which can rank them last. Starting at the prior removes
+  that phase.
+  """
+  if not config.get("prior_output_bias", False):
+    return None
+  return np.log(np.clip(label_prior(bags), 1e-6, 1.0))
+
+
 def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
   loader, bags = bag_loader(config, data, mesh)
-  prior = jnp.asarray(bags.label_counts.sum(0) / bags.sizes.sum(), jnp.float32)
+  prior = jnp.asarray(label_prior(bags), jnp.float32)
+  model = models.get_model(config.model, data.dataset.info.num_classes,
+                           output_bias=output_bias(config, bags),
+                           **config.get("model_kwargs", {}))
 
   def loss_fn(model):
     def fn(params, state, batch, rng):
@@ -59,7 +82,7 @@ def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
       return loss, LossAux(model_state, state.algo_state, {})
     return fn
 
-  return Setup(loader, loss_fn)
+  return Setup(loader, loss_fn, model=model)
 
 
 def dllp(config, data: Data, mesh) -> Setup:

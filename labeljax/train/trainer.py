@@ -20,12 +20,13 @@ from labeljax import models
 from labeljax import parallel
 from labeljax.data import budgets
 from labeljax.data import datasets
+from labeljax.data.pipeline import Stream, TrainLoader
 from labeljax.train import checkpoint
 from labeljax.train import evaluate as evaluate_lib
 from labeljax.train import optim
 from labeljax.train.metric_writer import MetricWriter, Progress
 from labeljax.train.state import TrainState, create_train_state
-from labeljax.train.step import LossFn, make_train_step
+from labeljax.train.step import LossFn, make_train_step, supervised_loss
 
 
 class Setup(NamedTuple):
@@ -65,6 +66,14 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   validation = (dataset.validation if dataset.validation is not None
                 else dataset.train.take(split.validation))
   return Data(dataset, split, validation)
+
+
+def supervised_setup(config: ml_collections.ConfigDict, data: Data, mesh) -> Setup:
+  """The `supervised` method: cross-entropy on the labeled examples only."""
+  labeled = data.dataset.train.take(data.split.labeled)
+  loader = TrainLoader({"labeled": Stream(labeled, config.batch_size)}, mesh,
+                       seed=config.seed, num_shards=config.get("num_data_shards"))
+  return Setup(loader, supervised_loss)
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
