@@ -23,9 +23,11 @@ def _config(method, **overrides):
   return config
 
 
-@pytest.mark.parametrize("method", ["dllp", "easyllp"])
-def test_bag_loss_baselines_learn_from_proportions(method, tmp_path):
-  results = train_and_evaluate(_config(method), str(tmp_path))
+@pytest.mark.parametrize("method, prior_output_bias",
+                         [("dllp", False), ("easyllp", False), ("dllp", True)])
+def test_bag_loss_baselines_learn_from_proportions(method, prior_output_bias, tmp_path):
+  config = _config(method, prior_output_bias=prior_output_bias)
+  results = train_and_evaluate(config, str(tmp_path))
   assert results["step"] == 60 and results["test"]["auc"] > 0.75
 
 

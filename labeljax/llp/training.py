@@ -53,7 +53,7 @@ def label_prior(bags: bags_lib.Bags) -> np.ndarray:
   return bags.label_counts.sum(0) / bags.sizes.sum()
 
 
-def output_bias(config, bags: bags_lib.Bags) -> np.ndarray | None:
+def output_bias(config, bags: bags_lib.Bags) -> tuple[float, ...] | None:
   """log prior when `config.prior_output_bias`, else None (a zero bias).
 
   A network that starts at uniform predictions first pushes every prediction
@@ -64,7 +64,8 @@ def output_bias(config, bags: bags_lib.Bags) -> np.ndarray | None:
   """
   if not config.get("prior_output_bias", False):
     return None
-  return np.log(np.clip(label_prior(bags), 1e-6, 1.0))
+  # A tuple: Flax modules are hashed, so their fields must be hashable.
+  return tuple(float(b) for b in np.log(np.clip(label_prior(bags), 1e-6, 1.0)))
 
 
 def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
