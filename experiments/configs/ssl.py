@@ -10,6 +10,10 @@ labels alone with the same model, optimizer, EMA and steps. Images use the small
 weak = translate (no flips for digits), strong = RandAugment + Cutout; tabular
 data sets use the MLP and feature masking + noise as the strong view.
 Evaluation uses the EMA parameters (decay 0.999), at the last step.
+
+Expected on the 2-core CPU, seed 0 (results/ssl_mnist_target.md): with
+`dataset=mnist,num_labels=100,num_steps=2000,batch_size=32`, FixMatch 97.2% and
+FreeMatch 97.5% test accuracy, 6.6 and 7.0 minutes.
 """
 
 from experiments.configs import common
