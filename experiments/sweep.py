@@ -16,7 +16,10 @@ with `+`); each cell runs `config.py:common,row,column,seed=S`. `--skip` names
 cells left out of a grid (`row@column`, shown as "—"), `--parallel` runs that
 many cells at once. Besides results.json, a cell's metrics include
 `sweep.wall_minutes`, the wall time of the run's subprocess (data loading and
-compilation included), recorded in `sweep.json` when the sweep trained it.
+compilation included), recorded in `sweep.json` when the sweep trained it. It
+counts only what that subprocess ran (`sweep.resumed` says whether it resumed
+an interrupted run) and includes any slowdown from other runs sharing the
+machine, `--parallel` ones too.
 """
 
 import concurrent.futures
@@ -57,7 +60,8 @@ def run_cell(common: str, row: str, column: str, seed: str) -> dict:
   if not os.path.exists(results_path):
     os.makedirs(workdir, exist_ok=True)
     log_path = os.path.join(workdir, "train.log")
-    start = time.time()
+    resumed = os.path.exists(os.path.join(workdir, "checkpoints"))
+    start = time.monotonic()
     with open(log_path, "a") as log:
       returncode = subprocess.run(
           [sys.executable, "-m", "experiments.train", f"--config={_CONFIG.value}:{args}",
@@ -65,7 +69,7 @@ def run_cell(common: str, row: str, column: str, seed: str) -> dict:
     if returncode:
       raise RuntimeError(f"Run {workdir} failed (exit {returncode}); see {log_path}.")
     with open(sweep_path, "w") as f:
-      json.dump({"wall_minutes": (time.time() - start) / 60}, f)
+      json.dump({"wall_minutes": (time.monotonic() - start) / 60, "resumed": resumed}, f)
     print(f"finished {workdir}", flush=True)
   with open(results_path) as f:
     results = json.load(f)
@@ -78,9 +82,9 @@ def run_cell(common: str, row: str, column: str, seed: str) -> dict:
 def lookup(results: dict, dotted: str) -> float:
   value = results
   for key in dotted.split("."):
-    if key not in value:
-      raise KeyError(f"{results['workdir']} has no {dotted!r} (no {key!r} in "
-                     f"{sorted(value)}).")
+    if not isinstance(value, dict) or key not in value:
+      keys = sorted(value) if isinstance(value, dict) else value
+      raise KeyError(f"{results['workdir']} has no {dotted!r} (no {key!r} in {keys}).")
     value = value[key]
   return float(value)
 

@@ -13,6 +13,7 @@ from typing import Any, Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 class ModelOutput(NamedTuple):
@@ -22,13 +23,16 @@ class ModelOutput(NamedTuple):
 
 def classifier(num_classes: int, output_bias: Sequence[float] | None = None,
                **kwargs) -> nn.Dense:
-  """The output layer; `output_bias` (e.g. the log class prior) starts the
-  model's predictions at that distribution instead of uniform."""
+  """The output layer, its bias starting at `output_bias` when given.
+
+  With the log class prior as `output_bias` the model's predictions start at
+  that distribution instead of uniform.
+  """
   if output_bias is not None:
-    bias = jnp.asarray(output_bias, jnp.float32)
+    bias = np.asarray(output_bias, np.float32)
     if bias.shape != (num_classes,):
       raise ValueError(f"output_bias needs {num_classes} values, got shape {bias.shape}.")
-    kwargs["bias_init"] = lambda *_: bias
+    kwargs["bias_init"] = nn.initializers.constant(bias)
   return nn.Dense(num_classes, **kwargs)
 
 
@@ -37,7 +41,7 @@ class MLP(nn.Module):
   num_classes: int
   hidden_sizes: Sequence[int] = (256, 256)
   dropout_rate: float = 0.0
-  output_bias: Sequence[float] | None = None
+  output_bias: tuple[float, ...] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> ModelOutput:
@@ -54,7 +58,7 @@ class SmallCNN(nn.Module):
   widths: Sequence[int] = (32, 64, 128)
   embedding_dim: int = 128
   dropout_rate: float = 0.0
-  output_bias: Sequence[float] | None = None
+  output_bias: tuple[float, ...] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> ModelOutput:
@@ -105,7 +109,7 @@ class WideResNet(nn.Module):
   num_classes: int
   depth: int = 28
   widen_factor: int = 2
-  output_bias: Sequence[float] | None = None
+  output_bias: tuple[float, ...] | None = None
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> ModelOutput:

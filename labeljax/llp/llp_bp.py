@@ -51,7 +51,7 @@ class BagHeadMLP(nn.Module):
   num_classes: int
   hidden_sizes: Sequence[int] = (256, 128)
   bag_hidden: int = 64
-  output_bias: Sequence[float] | None = None
+  output_bias: tuple[float, ...] | None = None
 
   def setup(self):
     self.instance_model = MLP(self.num_classes, tuple(self.hidden_sizes),
@@ -133,8 +133,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                   min(config.bag_size, len(data.validation)),
                                   seed=config.seed + 1)
   writer = MetricWriter(workdir)
-  model = BagHeadMLP(2, tuple(config.hidden_sizes), config.bag_hidden,
-                     llp_training.output_bias(config, bags))
+  output_bias = llp_training.prior_output_bias(config, llp_training.label_prior(bags))
+  model = BagHeadMLP(2, tuple(config.hidden_sizes), config.bag_hidden, output_bias)
   predict = evaluate_lib.make_predict_fn(model)
 
   def predictions(state, examples):

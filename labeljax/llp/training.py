@@ -53,27 +53,28 @@ def label_prior(bags: bags_lib.Bags) -> np.ndarray:
   return bags.label_counts.sum(0) / bags.sizes.sum()
 
 
-def output_bias(config, bags: bags_lib.Bags) -> tuple[float, ...] | None:
-  """log prior when `config.prior_output_bias`, else None (a zero bias).
+def prior_output_bias(config, prior: np.ndarray) -> tuple[float, ...] | None:
+  """log `prior` when `config.prior_output_bias`, else None (a zero bias).
 
   A network that starts at uniform predictions first pushes every prediction
   towards the prior; with few, large bags that shared push is most of the
   signal, and it moves the instances with the largest gradients (large
-  feature norms) most, which can rank them last. Starting at the prior removes
+  feature norms) most, which can rank them last. Starting at the prior skips
   that phase.
   """
   if not config.get("prior_output_bias", False):
     return None
   # A tuple: Flax modules are hashed, so their fields must be hashable.
-  return tuple(float(b) for b in np.log(np.clip(label_prior(bags), 1e-6, 1.0)))
+  return tuple(float(b) for b in np.log(np.clip(prior, 1e-6, 1.0)))
 
 
 def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
   loader, bags = bag_loader(config, data, mesh)
-  prior = jnp.asarray(label_prior(bags), jnp.float32)
+  prior = label_prior(bags)
   model = models.get_model(config.model, data.dataset.info.num_classes,
-                           output_bias=output_bias(config, bags),
+                           output_bias=prior_output_bias(config, prior),
                            **config.get("model_kwargs", {}))
+  prior = jnp.asarray(prior, jnp.float32)
 
   def loss_fn(model):
     def fn(params, state, batch, rng):
