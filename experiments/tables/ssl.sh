@@ -23,8 +23,8 @@ done
 # The MNIST-100 target, FixMatch and FreeMatch >= 98.5% in <= 20 minutes
 # each: a longer step budget, one run at a time so each run's minutes are its own
 # (run the script on an otherwise idle machine).
-TARGET=(--config=experiments/configs/ssl.py --workdir="$RUNS/ssl_mnist_target" --parallel=1
-    --seeds="$SEEDS" --common=dataset=mnist,num_labels=100,num_steps=2000,batch_size=32
+TARGET=(--config=experiments/configs/ssl.py --workdir="$RUNS/ssl_mnist_target_5000" --parallel=1
+    --seeds="$SEEDS" --common=dataset=mnist,num_labels=100,num_steps=5000,batch_size=32
     --rows=algorithm=fixmatch,algorithm=freematch)
 python -m experiments.sweep "${TARGET[@]}" --metric=test.accuracy --scale=100 \
     --output=results/ssl_mnist_target.md
