@@ -33,8 +33,8 @@ def test_teacher_is_frozen_and_identical_after_student_training(tmp_path):
                         trainer.supervised_setup(config, data, mesh), teacher_model, info, mesh)
   before = jax.tree.map(np.array, teacher.params)
   setup = distill_training.distillation_setup(
-      config, data, mesh, get_method("kd"), teacher_model, teacher, None,
-      data.split.unlabeled)
+      config, data, mesh, get_method("kd"),
+      distill_training.Frozen(teacher_model, teacher), None, data.split.unlabeled)
   student = trainer.fit(config, str(tmp_path / "student"), setup,
                         models.get_model("mlp", 2), info, mesh)
   after = student.algo_state["teacher"]["params"]
@@ -46,54 +46,57 @@ def test_teacher_is_frozen_and_identical_after_student_training(tmp_path):
 
 
 def _record_student_setups(monkeypatch) -> list[dict]:
-  """Each student's pool, and the teacher logits the pipeline precomputed on it."""
+  """Each student's method, pool, and the frozen networks that label it."""
   calls = []
   original = distill_training.distillation_setup
 
-  def recording(config, data, mesh, method, teacher_model, teacher_state, fitted,
-                pool_indices, teacher_pool_logits=None):
-    calls.append({"data": data, "mesh": mesh, "model": teacher_model,
-                  "state": teacher_state, "pool": pool_indices,
-                  "logits": teacher_pool_logits})
-    return original(config, data, mesh, method, teacher_model, teacher_state, fitted,
-                    pool_indices, teacher_pool_logits)
+  def recording(config, data, mesh, method, teacher, fitted, pool_indices,
+                reference=None):
+    calls.append({"data": data, "mesh": mesh, "method": method, "teacher": teacher,
+                  "pool": pool_indices, "logits": teacher.pool_logits,
+                  "reference": reference})
+    return original(config, data, mesh, method, teacher, fitted, pool_indices, reference)
 
   monkeypatch.setattr(distill_training, "distillation_setup", recording)
   return calls
 
 
-def _teacher_logits(call) -> np.ndarray:
-  predict = evaluate_lib.make_predict_fn(call["model"])
+def _pool_logits(call, net) -> np.ndarray:
+  """`net`'s logits on the call's pool, computed afresh."""
+  predict = evaluate_lib.make_predict_fn(net.model)
   examples = call["data"].dataset.train.take(call["pool"])
-  return evaluate_lib.predict_split(predict, call["state"].params,
-                                    call["state"].model_state, examples, 1024,
-                                    call["mesh"])[0]
+  return evaluate_lib.predict_split(predict, net.state.params, net.state.model_state,
+                                    examples, 1024, call["mesh"])[0]
 
 
-def test_precomputed_teacher_labels_match_consistent_ones_without_augmentation(
-    tmp_path, monkeypatch):
-  # Tabular rows have no weak view, so a teacher that labels every step's view
-  # and one that labelled each example once give the same targets: the two
-  # students must match, which they only do if each batch row finds its logits.
+def _teacher_logits(call) -> np.ndarray:
+  return _pool_logits(call, call["teacher"])
+
+
+@pytest.mark.parametrize("teacher_labels", ["consistent", "precomputed"])
+def test_weighted_agreement_trains_and_reads_a_reference_student(teacher_labels,
+                                                                 tmp_path, monkeypatch):
   calls = _record_student_setups(monkeypatch)
-  consistent = trainer.train_and_evaluate(_config(), str(tmp_path / "consistent"))
-  precomputed = trainer.train_and_evaluate(_config(teacher_labels="precomputed"),
-                                           str(tmp_path / "precomputed"))
-  assert calls[0]["logits"] is None
-  np.testing.assert_allclose(calls[1]["logits"], _teacher_logits(calls[1]), atol=1e-5)
-  assert consistent["teacher_test"] == precomputed["teacher_test"]
-  for key in ("loss", "auc"):
-    np.testing.assert_allclose(precomputed["test"][key], consistent["test"][key],
-                               rtol=1e-4)
-
-
-@pytest.mark.parametrize("method", ["kd", "slam", "weighted", "noisy_student", "rad"])
-def test_pipeline_runs_every_stage(method, tmp_path):
-  results = trainer.train_and_evaluate(_config(method), str(tmp_path))
-  assert {"teacher_test", "student_0_test", "test"} <= set(results)
+  config = _config("weighted", teacher_labels=teacher_labels)
+  config.method_kwargs.score = "agreement"
+  results = trainer.train_and_evaluate(config, str(tmp_path))
+  # First the reference, distilled from the teacher without weights, then the
+  # weighted student, whose loss reads the frozen reference too.
+  assert [c["method"].name for c in calls] == ["kd", "weighted"]
+  assert calls[0]["reference"] is None and (tmp_path / "reference_0").is_dir()
+  reference = calls[1]["reference"]
+  assert not np.allclose(_pool_logits(calls[1], reference), _teacher_logits(calls[1]),
+                         atol=1e-3)
+  if teacher_labels == "precomputed":
+    np.testing.assert_allclose(reference.pool_logits, _pool_logits(calls[1], reference),
+                               atol=1e-5)
+  else:
+    assert reference.pool_logits is None
+  student_log = tmp_path / "student_0" / "metrics.jsonl"
+  weights = [r["mean_weight"] for r in map(json.loads, open(student_log))
+             if "mean_weight" in r]
+  assert weights and all(0 < w <= 1 for w in weights)
   assert results["test"]["auc"] > 0.6
-  if method == "rad":
-    assert "student_labels_only_test" in results
 
 
 def test_bad_distillation_inputs(tmp_path):
@@ -106,6 +109,8 @@ def test_bad_distillation_inputs(tmp_path):
     trainer.train_and_evaluate(_config("slam", num_validation=0), str(tmp_path))
   with pytest.raises(ValueError, match="teacher_labels must be one of"):
     trainer.train_and_evaluate(_config("kd", teacher_labels="cached"), str(tmp_path))
+  with pytest.raises(ValueError, match="score='agreement' is a setting of method=weighted"):
+    distill.get_config("method=kd,score=agreement")
   with pytest.raises(ValueError, match="rad spends a budget of teacher queries"):
     trainer.train_and_evaluate(_config("rad", teacher_labels="consistent"),
                                str(tmp_path / "rad"))

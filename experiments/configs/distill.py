@@ -18,6 +18,10 @@ view, the one the student sees (the default, but for the active methods);
 `teacher_labels=precomputed` has it label each clean unlabeled example once.
 The active methods (rad, margin, random) need the latter, since their budget
 counts teacher queries.
+
+`method=weighted,score=agreement` weights by the teacher's agreement with a
+first student distilled without weights (the paper's signal) instead of by
+the teacher's confidence; it trains that reference student first.
 """
 
 from experiments.configs import common
@@ -27,12 +31,18 @@ def get_config(arg=None):
   args = common.parse_arg(arg, dataset="fashion_mnist", method="kd", num_labels=1000,
                           seed=0, num_steps=1000, teacher_steps=1000, budget=2000,
                           generations=1, teacher_cache="", rounds=1,
-                          labeled_weight=0.5, teacher_labels=None)
+                          labeled_weight=0.5, teacher_labels=None, score="confidence")
   config = common.base_config()
   config.method = "supervised" if args.method == "supervised" else "distill"
   config.distill_method = args.method
   # α·CE(labels) + (1 − α)·L_distill: the student also learns from the labels.
   config.method_kwargs = {"labeled_weight": args.labeled_weight}
+  if args.method == "weighted":
+    # What the weights are a function of: the teacher's confidence, or its
+    # agreement with a first, unweighted student (the paper's signal).
+    config.method_kwargs["score"] = args.score
+  elif args.score != "confidence":
+    raise ValueError(f"score={args.score!r} is a setting of method=weighted only.")
   active = args.method in ("rad", "margin", "random")  # select teacher queries
   if active:
     config.method_kwargs["budget"] = args.budget

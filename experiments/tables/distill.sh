@@ -27,6 +27,14 @@ for dataset in $DATASETS; do
         --columns=num_labels=1000,num_labels=250 \
         --metric="$metric" --scale=100 --output="results/distill_${dataset}_${metric%%.*}.md"
   done
+  # Weighted distillation with the paper's signal, the teacher's agreement with
+  # a first, unweighted student, instead of the teacher's confidence.
+  python -m experiments.sweep --config=experiments/configs/distill.py \
+      --workdir="$RUNS/distill_${dataset}_agreement" --parallel="$PARALLEL" \
+      --seeds="$SEEDS" --common="dataset=$dataset,$STEPS,score=agreement" \
+      --rows=method=weighted --columns=num_labels=1000,num_labels=250 \
+      --metric=test.accuracy --scale=100 \
+      --output="results/distill_${dataset}_weighted_agreement.md"
   python -m experiments.sweep --config=experiments/configs/distill.py \
       --workdir="$RUNS/distill_$dataset" --parallel="$PARALLEL" --seeds="$SEEDS" \
       --common="dataset=$dataset,num_labels=250,${STEPS/num_steps=2000/num_steps=1000}" \

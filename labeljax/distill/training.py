@@ -5,7 +5,8 @@ resumes the stage it was in):
 
 1. teacher: supervised on the labeled examples (`config.teacher_*`);
 2. estimates: `method.fit` on the teacher's validation-set logits (weights,
-   SLaM's α(x) and k(x));
+   SLaM's α(x) and k(x)); weighted distillation's agreement score first
+   trains its reference, a student distilled from the teacher without weights;
 3. selection, for methods that choose which unlabeled points the teacher
    labels (Noisy Student's filter/balancing from the teacher's logits; active
    distillation from the logits of a student trained on the labels alone);
@@ -28,6 +29,7 @@ import contextlib
 import fcntl
 import json
 import os
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -57,18 +59,31 @@ def _stage_config(config, num_steps: int) -> ml_collections.ConfigDict:
   return stage
 
 
+class Frozen(NamedTuple):
+  """A frozen network whose logits on the unlabeled batch the student's loss
+  reads: the teacher, or weighted distillation's reference student.
+
+  `pool_logits` are its logits on the clean pool examples, [P, C], when
+  computed once ("precomputed" teaching); None to apply it every step.
+  """
+  model: Any
+  state: trainer.TrainState
+  pool_logits: np.ndarray | None = None
+
+
 def distillation_setup(config, data: trainer.Data, mesh, method: common.Method,
-                       teacher_model, teacher_state, fitted, pool_indices,
-                       teacher_pool_logits: np.ndarray | None = None) -> trainer.Setup:
+                       teacher: Frozen, fitted, pool_indices,
+                       reference: Frozen | None = None) -> trainer.Setup:
   """The student's loader and loss, labelled by the teacher in one of two ways.
 
-  With `teacher_pool_logits` None ("consistent" teaching) the frozen teacher
+  With `teacher.pool_logits` None ("consistent" teaching) the frozen teacher
   rides in `algo_state` and labels, every step, the same augmented view the
   student sees. Otherwise these are the teacher's logits on the clean
-  examples `pool_indices`, [P, C], computed once ("precomputed"): each step
-  looks its batch's rows up, and the student sees the clean examples too (a
-  strong view of them with `config.noisy_student_view`). They live in
-  `algo_state` as well, replicated, so the pool must fit on every device.
+  examples `pool_indices`, computed once ("precomputed"): each step looks its
+  batch's rows up, and the student sees the clean examples too (a strong view
+  of them with `config.noisy_student_view`). They live in `algo_state` as
+  well, replicated, so the pool must fit on every device. A `reference`
+  student, for the methods that read one, is handled the same way.
   """
   train = data.dataset.train
   loader = TrainLoader(
@@ -76,24 +91,31 @@ def distillation_setup(config, data: trainer.Data, mesh, method: common.Method,
        "unlabeled": Stream(train.take(pool_indices), config.batch_size * config.uratio)},
       mesh, seed=config.seed, num_shards=config.get("num_data_shards"))
   weak, strong = make_views(data.dataset.info.kind, config)
-  consistent = teacher_pool_logits is None
-  if consistent:
-    params = teacher_state.ema_params if config.eval_with_ema else teacher_state.params
-    algo_state = {"teacher": {"params": params, "model_state": teacher_state.model_state},
-                  "fitted": fitted}
-  else:
-    if teacher_pool_logits.shape[0] != len(pool_indices):
-      raise ValueError(f"teacher_pool_logits has {teacher_pool_logits.shape[0]} rows "
+  consistent = teacher.pool_logits is None
+  if method.uses_reference != (reference is not None):
+    raise ValueError(f"{method.name} {'needs' if method.uses_reference else 'takes no'} "
+                     "reference student.")
+  frozen = {"teacher": teacher, **({"reference": reference} if reference else {})}
+  algo_state = {"fitted": fitted}
+  for name, net in frozen.items():
+    if (net.pool_logits is None) != consistent:
+      raise ValueError("The teacher and the reference student must both label each "
+                       "step's view or both be precomputed.")
+    if consistent:
+      params = net.state.ema_params if config.eval_with_ema else net.state.params
+      algo_state[name] = {"params": params, "model_state": net.state.model_state}
+    elif net.pool_logits.shape[0] != len(pool_indices):
+      raise ValueError(f"The {name}'s pool logits have {net.pool_logits.shape[0]} rows "
                        f"for a pool of {len(pool_indices)} examples.")
-    algo_state = {"teacher_logits": jnp.asarray(teacher_pool_logits, jnp.float32),
-                  "fitted": fitted}
+    else:
+      algo_state[f"{name}_logits"] = jnp.asarray(net.pool_logits, jnp.float32)
 
-  def teacher_logits_of(algo_state, x_u, index):
+  def frozen_logits(name, algo_state, x_u, index):
     if not consistent:
-      return algo_state["teacher_logits"][index]
-    frozen = jax.lax.stop_gradient(algo_state["teacher"])
-    return apply_model(teacher_model, frozen["params"], frozen["model_state"], x_u,
-                       train=False)[0].logits
+      return algo_state[f"{name}_logits"][index]
+    variables = jax.lax.stop_gradient(algo_state[name])
+    return apply_model(frozen[name].model, variables["params"], variables["model_state"],
+                       x_u, train=False)[0].logits
 
   def loss_fn(model):
     def fn(params, state, batch, rng):
@@ -105,12 +127,14 @@ def distillation_setup(config, data: trainer.Data, mesh, method: common.Method,
       out, model_state = apply_model(model, params, state.model_state,
                                      jnp.concatenate([x_l, x_student]), train=True,
                                      rng=dropout)
-      teacher_logits = teacher_logits_of(state.algo_state, x_u,
-                                         batch["unlabeled"]["index"])
+      index = batch["unlabeled"]["index"]
+      teacher_logits = frozen_logits("teacher", state.algo_state, x_u, index)
+      reference_logits = (frozen_logits("reference", state.algo_state, x_u, index)
+                          if reference else None)
       n_l = x_l.shape[0]
       labeled_loss = cross_entropy(out.logits[:n_l], batch["labeled"]["labels"]).mean()
       distill_loss, metrics = method.loss(state.algo_state["fitted"], out.logits[n_l:],
-                                          teacher_logits, None)
+                                          teacher_logits, reference_logits)
       loss = common.mix_with_labeled(labeled_loss, distill_loss, method.labeled_weight)
       return loss, LossAux(model_state, state.algo_state,
                            {"labeled_loss": labeled_loss, "distill_loss": distill_loss,
@@ -130,6 +154,29 @@ def _exclusive(directory: str):
       yield
     finally:
       fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _reference_student(config, workdir, generation, data, mesh, student_model,
+                       teacher: Frozen, logits_of) -> Frozen | None:
+  """The student distilled from `teacher` without weights (plain KD with the
+  method's temperature and label weight), frozen; None if preempted.
+
+  Weighted distillation's agreement score compares it with the teacher: such a
+  student tends not to copy the teacher's mistakes (Iliopoulos et al., 2022).
+  """
+  kwargs = config.get("method_kwargs", {})
+  kd = get_method("kd", **{k: kwargs[k] for k in ("temperature", "labeled_weight")
+                           if k in kwargs})
+  pool = data.split.unlabeled
+  setup = distillation_setup(config, data, mesh, kd, teacher, None, pool)
+  state = trainer.fit(config, os.path.join(workdir, f"reference_{generation}"), setup,
+                      student_model, data.dataset.info, mesh)
+  if state is None:
+    return None
+  pool_logits = None
+  if teacher.pool_logits is not None:
+    pool_logits = logits_of(student_model, state, data.dataset.train.take(pool))
+  return Frozen(student_model, state, pool_logits)
 
 
 def _query_rounds(config, workdir, data, mesh, method, student_model, teacher_model,
@@ -199,9 +246,9 @@ def _query_rounds(config, workdir, data, mesh, method, student_model, teacher_mo
       record["num_mistakes"] = float(share.get("num_mistakes", kwargs.get("num_mistakes")))
     writer.write(round_index, "selection", record)
     in_pool_order = np.argsort(queried)
-    setup = distillation_setup(config, data, mesh, round_method, teacher_model,
-                               teacher_state, None, pool[queried[in_pool_order]],
-                               answers[in_pool_order])
+    setup = distillation_setup(config, data, mesh, round_method,
+                               Frozen(teacher_model, teacher_state, answers[in_pool_order]),
+                               None, pool[queried[in_pool_order]])
     name = "student_0" if num_rounds == 1 else f"student_query_{round_index}"
     student = trainer.fit(config, os.path.join(workdir, name), setup, student_model,
                           info, mesh)
@@ -222,9 +269,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"{method.name} spends a budget of teacher queries, one per "
                      "selected point, so it needs teacher_labels='precomputed' (got "
                      f"{teacher_labels!r}).")
-  if method.uses_reference:
-    raise ValueError(f"{method.name} with a reference student (score='agreement') "
-                     "is not available in this pipeline; use score='confidence'.")
   data = trainer.load_data(config)
   info = data.dataset.info
   mesh = parallel.make_mesh()
@@ -267,26 +311,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     generation_teacher, generation_model = teacher_state, teacher_model
     for generation in range(config.num_generations):
-      # ---- 2. Estimates on the validation set.
-      fitted = None
+      teacher = Frozen(generation_model, generation_teacher)
+      if precomputed:
+        teacher = teacher._replace(pool_logits=logits_of(
+            generation_model, generation_teacher, data.dataset.train.take(pool)))
+      # ---- 2. Estimates on the validation set; weighted distillation's
+      # agreement score first trains its reference, an unweighted KD student.
+      fitted = reference = reference_val_logits = None
+      if method.uses_reference:
+        reference = _reference_student(config, workdir, generation, data, mesh,
+                                       student_model, teacher, logits_of)
+        if reference is None:
+          return {"preempted": True}
+        reference_val_logits = jnp.asarray(
+            logits_of(student_model, reference.state, data.validation))
       if method.fit is not None:
         val_logits = logits_of(generation_model, generation_teacher, data.validation)
         fitted = method.fit(jnp.asarray(val_logits), jnp.asarray(data.validation.labels),
-                            None)
+                            reference_val_logits)
       # ---- 3. Which unlabeled examples the teacher labels (Noisy Student's filter).
-      chosen, pool_logits = np.arange(len(pool)), None  # positions in `pool`
-      if method.select is not None or precomputed:
-        pool_logits = logits_of(generation_model, generation_teacher,
-                                data.dataset.train.take(pool))
+      chosen = np.arange(len(pool))  # positions in `pool`
       if method.select is not None:
+        pool_logits = teacher.pool_logits
+        if pool_logits is None:
+          pool_logits = logits_of(generation_model, generation_teacher,
+                                  data.dataset.train.take(pool))
         selection = method.select(jax.random.key(config.seed + generation),
                                   jnp.asarray(pool_logits))
         chosen = np.asarray(selection.indices)[np.asarray(selection.valid)]
         writer.write(generation, "selection", {"num_selected": int(len(chosen))})
       # ---- 4. The student.
-      setup = distillation_setup(config, data, mesh, method, generation_model,
-                                 generation_teacher, fitted, pool[chosen],
-                                 pool_logits[chosen] if precomputed else None)
+      if precomputed:
+        teacher = teacher._replace(pool_logits=teacher.pool_logits[chosen])
+        if reference:
+          reference = reference._replace(pool_logits=reference.pool_logits[chosen])
+      setup = distillation_setup(config, data, mesh, method, teacher, fitted, pool[chosen],
+                                 reference)
       student = trainer.fit(config, os.path.join(workdir, f"student_{generation}"), setup,
                             student_model, info, mesh)
       if student is None:

@@ -30,9 +30,9 @@ student–teacher agreement flags them. `score="agreement"` uses s(x) = 1 −
 dissimilarity) with p^ref a frozen first-round, unweighted student, whose
 logits the caller passes to `fit` and `loss`. `score="confidence"` (default)
 uses the teacher's confidence max_c p^t_c instead: one round and no reference
-student. This is a proxy of ours, not the paper's signal; it is the variant
-the distillation pipeline (`labeljax/distill/training.py`) runs, which does not
-yet train the reference round that "agreement" needs.
+student. This is a proxy of ours, not the paper's signal. The distillation
+pipeline (`labeljax/distill/training.py`) runs either; with "agreement" it
+first trains the reference (plain KD, same temperature and label weight).
 """
 
 import jax
