@@ -3,12 +3,13 @@
 import json
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from experiments.configs import distill
 from labeljax import models, parallel
-from labeljax.distill import get_method
+from labeljax.distill import common, get_method
 from labeljax.distill import training as distill_training
 from labeljax.train import evaluate as evaluate_lib
 from labeljax.train import trainer
@@ -73,6 +74,68 @@ def _teacher_logits(call) -> np.ndarray:
   return _pool_logits(call, call["teacher"])
 
 
+def test_precomputed_teacher_labels_match_consistent_ones_without_augmentation(
+    tmp_path, monkeypatch):
+  # Tabular rows have no weak view, so a teacher that labels every step's view
+  # and one that labelled each example once give the same targets: the two
+  # students must match, which they only do if each batch row finds its logits.
+  calls = _record_student_setups(monkeypatch)
+  consistent = trainer.train_and_evaluate(_config(), str(tmp_path / "consistent"))
+  precomputed = trainer.train_and_evaluate(_config(teacher_labels="precomputed"),
+                                           str(tmp_path / "precomputed"))
+  assert calls[0]["logits"] is None
+  np.testing.assert_allclose(calls[1]["logits"], _teacher_logits(calls[1]), atol=1e-5)
+  assert consistent["teacher_test"] == precomputed["teacher_test"]
+  for key in ("loss", "auc"):
+    np.testing.assert_allclose(precomputed["test"][key], consistent["test"][key],
+                               rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["kd", "slam", "weighted", "noisy_student", "rad"])
+def test_pipeline_runs_every_stage(method, tmp_path):
+  results = trainer.train_and_evaluate(_config(method), str(tmp_path))
+  assert {"teacher_test", "student_0_test", "test"} <= set(results)
+  assert results["test"]["auc"] > 0.6
+  if method == "rad":
+    assert "student_labels_only_test" in results
+
+
+def test_reference_logits_come_from_the_same_pool_rows_as_the_teacher_ones(tmp_path):
+  # Precomputed logits made so that row i of the teacher's is (i, 0) and of the
+  # reference's (0, −i): a loss that sees the two batch rows paired up sees
+  # teacher[:, 0] + reference[:, 1] = 0 on every row.
+  config = _config(teacher_labels="precomputed", num_steps=3)
+  config.log_every = 1
+  data = trainer.load_data(config)
+  mesh = parallel.make_mesh()
+  pool = data.split.unlabeled
+  rows = np.arange(len(pool), dtype=np.float32)
+  zeros = np.zeros_like(rows)
+  teacher = distill_training.Frozen(None, None, np.stack([rows, zeros], 1))
+  reference = distill_training.Frozen(None, None, np.stack([zeros, -rows], 1))
+
+  def loss(fitted, student_logits, teacher_logits, reference_logits):
+    del fitted
+    mismatch = jnp.abs(teacher_logits[:, 0] + reference_logits[:, 1]).max()
+    return 0.0 * student_logits.sum(), {"mismatch": mismatch,
+                                        "max_row": teacher_logits[:, 0].max()}
+
+  probe = common.Method(name="probe", loss=loss, uses_reference=True)
+  setup = distill_training.distillation_setup(config, data, mesh, probe, teacher, None,
+                                              pool, reference)
+  trainer.fit(config, str(tmp_path), setup, models.get_model("mlp", 2),
+              data.dataset.info, mesh)
+  logged = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl"))
+            if "mismatch" in r]
+  assert len(logged) == 3 and all(r["mismatch"] == 0 for r in logged)
+  assert max(r["max_row"] for r in logged) > 100  # Rows from all over the pool.
+  with pytest.raises(ValueError, match="probe needs a reference student"):
+    distill_training.distillation_setup(config, data, mesh, probe, teacher, None, pool)
+  with pytest.raises(ValueError, match="both label each step's view or both"):
+    distill_training.distillation_setup(config, data, mesh, probe, teacher, None, pool,
+                                        reference._replace(pool_logits=None))
+
+
 @pytest.mark.parametrize("teacher_labels", ["consistent", "precomputed"])
 def test_weighted_agreement_trains_and_reads_a_reference_student(teacher_labels,
                                                                  tmp_path, monkeypatch):
@@ -85,17 +148,20 @@ def test_weighted_agreement_trains_and_reads_a_reference_student(teacher_labels,
   assert [c["method"].name for c in calls] == ["kd", "weighted"]
   assert calls[0]["reference"] is None and (tmp_path / "reference_0").is_dir()
   reference = calls[1]["reference"]
-  assert not np.allclose(_pool_logits(calls[1], reference), _teacher_logits(calls[1]),
-                         atol=1e-3)
   if teacher_labels == "precomputed":
     np.testing.assert_allclose(reference.pool_logits, _pool_logits(calls[1], reference),
                                atol=1e-5)
   else:
     assert reference.pool_logits is None
-  student_log = tmp_path / "student_0" / "metrics.jsonl"
-  weights = [r["mean_weight"] for r in map(json.loads, open(student_log))
-             if "mean_weight" in r]
-  assert weights and all(0 < w <= 1 for w in weights)
+  # The weighted student read the reference, not the teacher: its weights
+  # differ from the ones the teacher's confidence alone gives.
+  confidence = _config("weighted", teacher_labels=teacher_labels)
+  trainer.train_and_evaluate(confidence, str(tmp_path / "confidence"))
+  weights = {run: [r["mean_weight"] for r in map(json.loads, open(
+      tmp_path / run / "student_0" / "metrics.jsonl")) if "mean_weight" in r]
+             for run in (".", "confidence")}
+  assert weights["."] and all(0 < w <= 1 for w in weights["."])
+  assert weights["."] != weights["confidence"]
   assert results["test"]["auc"] > 0.6
 
 

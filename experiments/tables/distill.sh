@@ -3,7 +3,8 @@
 # over $SEEDS, a small-CNN teacher trained on 1000 labels and a weaker one on
 # 250, a narrower CNN student (2000 steps); then student accuracy against the
 # number of teacher queries for RAD, margin and random selection (1000 steps;
-# the teacher labels each selected point once). Teachers are trained
+# the teacher labels each selected point once); and weighted distillation with
+# its paper's agreement score (a first, unweighted student). Teachers are trained
 # once per (data set, labels, seed) and shared; every run is cached under $RUNS.
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/distill.sh
 set -euo pipefail

@@ -16,11 +16,12 @@ resumes the stage it was in):
    the student sees; or "precomputed", once per unlabeled example, on the
    clean example, which the student then sees too (active distillation's
    budget counts these queries, so it needs them). The teacher's parameters,
-   or its precomputed logits, ride in `state.algo_state`: frozen (no gradient
+   or its precomputed logits (and the reference student's, the same way),
+   ride in `state.algo_state`: frozen (no gradient
    reaches them, no optimizer state) and checkpointed with the student. With
    `config.noisy_student_view` the student alone sees a strongly augmented view.
 
-Noisy Student repeats stage 4 for `config.num_generations`, each student
+Noisy Student repeats stages 2-4 for `config.num_generations`, each student
 becoming the next teacher. Active distillation repeats stages 3-4 for
 `config.query_rounds` rounds (query, train, re-select), splitting the budget.
 """
@@ -93,9 +94,11 @@ def distillation_setup(config, data: trainer.Data, mesh, method: common.Method,
   weak, strong = make_views(data.dataset.info.kind, config)
   consistent = teacher.pool_logits is None
   if method.uses_reference != (reference is not None):
-    raise ValueError(f"{method.name} {'needs' if method.uses_reference else 'takes no'} "
-                     "reference student.")
-  frozen = {"teacher": teacher, **({"reference": reference} if reference else {})}
+    raise ValueError(f"{method.name} {'needs a' if method.uses_reference else 'takes no'} "
+                     "reference student (weighted distillation's score='agreement').")
+  frozen = {"teacher": teacher}
+  if reference is not None:
+    frozen["reference"] = reference
   algo_state = {"fitted": fitted}
   for name, net in frozen.items():
     if (net.pool_logits is None) != consistent:
@@ -130,7 +133,7 @@ def distillation_setup(config, data: trainer.Data, mesh, method: common.Method,
       index = batch["unlabeled"]["index"]
       teacher_logits = frozen_logits("teacher", state.algo_state, x_u, index)
       reference_logits = (frozen_logits("reference", state.algo_state, x_u, index)
-                          if reference else None)
+                          if reference is not None else None)
       n_l = x_l.shape[0]
       labeled_loss = cross_entropy(out.logits[:n_l], batch["labeled"]["labels"]).mean()
       distill_loss, metrics = method.loss(state.algo_state["fitted"], out.logits[n_l:],
@@ -158,15 +161,16 @@ def _exclusive(directory: str):
 
 def _reference_student(config, workdir, generation, data, mesh, student_model,
                        teacher: Frozen, logits_of) -> Frozen | None:
-  """The student distilled from `teacher` without weights (plain KD with the
-  method's temperature and label weight), frozen; None if preempted.
+  """The student distilled from `teacher` without weights, frozen; None if
+  preempted. Its loss is soft-label KD with the method's temperature and label
+  weight, unscaled by T²: weighted distillation's loss with every weight 1.
 
   Weighted distillation's agreement score compares it with the teacher: such a
   student tends not to copy the teacher's mistakes (Iliopoulos et al., 2022).
   """
   kwargs = config.get("method_kwargs", {})
-  kd = get_method("kd", **{k: kwargs[k] for k in ("temperature", "labeled_weight")
-                           if k in kwargs})
+  kd = get_method("kd", scale_by_t2=False,
+                  **{k: kwargs[k] for k in ("temperature", "labeled_weight") if k in kwargs})
   pool = data.split.unlabeled
   setup = distillation_setup(config, data, mesh, kd, teacher, None, pool)
   state = trainer.fit(config, os.path.join(workdir, f"reference_{generation}"), setup,
@@ -343,7 +347,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       # ---- 4. The student.
       if precomputed:
         teacher = teacher._replace(pool_logits=teacher.pool_logits[chosen])
-        if reference:
+        if reference is not None:
           reference = reference._replace(pool_logits=reference.pool_logits[chosen])
       setup = distillation_setup(config, data, mesh, method, teacher, fitted, pool[chosen],
                                  reference)

@@ -32,7 +32,7 @@ logits the caller passes to `fit` and `loss`. `score="confidence"` (default)
 uses the teacher's confidence max_c p^t_c instead: one round and no reference
 student. This is a proxy of ours, not the paper's signal. The distillation
 pipeline (`labeljax/distill/training.py`) runs either; with "agreement" it
-first trains the reference (plain KD, same temperature and label weight).
+first trains the reference: this loss with every weight 1, on soft labels.
 """
 
 import jax
