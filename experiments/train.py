@@ -4,8 +4,10 @@ r"""Trains one labeljax config: a thin absl front end over `train_and_evaluate`.
       --config=experiments/configs/supervised.py:dataset=mnist,num_labels=100 \
       --workdir=/tmp/supervised_mnist
 
-Multi-process (e.g. 2 CPU processes on one machine), run once per process:
+Multi-process (e.g. 2 CPU processes on one machine), run once per process;
+on CPU give each process one device, as XLA's CPU collectives can hang with more:
 
+  XLA_FLAGS=--xla_force_host_platform_device_count=1 \
   python -m experiments.train --config=... --workdir=... \
       --coordinator_address=127.0.0.1:12345 --num_processes=2 --process_id=0
 """

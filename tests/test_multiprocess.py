@@ -83,16 +83,32 @@ def _free_port():
 def test_two_processes_match_one_process(tmp_path):
   # One process with 4 devices reading 2 data shards ...
   single = _run(tmp_path / "single", 200, "--config.num_data_shards=2")
-  # ... equals 2 processes x 2 devices, each reading its own shard.
+  # ... equals 2 processes x 1 device, each reading its own shard. (With 2
+  # devices per process XLA's CPU collectives hang now and then; see
+  # `parallel.initialize_distributed`.) Logs go to files: an undrained pipe
+  # could block one process and so hang both.
   port = _free_port()
-  procs = [subprocess.Popen(
-      _command(tmp_path / "multi", 200, f"--coordinator_address=127.0.0.1:{port}",
-               "--num_processes=2", f"--process_id={i}"),
-      cwd=REPO, env=_env(2), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-           for i in range(2)]
-  for p in procs:
-    _, stderr = p.communicate(timeout=300)
-    assert p.returncode == 0, stderr.decode()[-3000:]
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, "wb") as stderr:
+      procs.append(subprocess.Popen(
+          _command(tmp_path / "multi", 200, f"--coordinator_address=127.0.0.1:{port}",
+                   "--num_processes=2", f"--process_id={i}"),
+          cwd=REPO, env=_env(1), stdout=subprocess.DEVNULL, stderr=stderr))
+  deadline = time.time() + 300
+  try:
+    for p in procs:
+      p.wait(timeout=max(1, deadline - time.time()))
+  except subprocess.TimeoutExpired:
+    pass  # Reported below, with both logs.
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+  tails = "\n".join(f"--- process {i}:\n{log.read_text()[-2000:]}"
+                     for i, log in enumerate(logs))
+  assert [p.returncode for p in procs] == [0, 0], tails
   multi = json.loads((tmp_path / "multi" / "results.json").read_text())
   assert multi["step"] == single["step"] == 200
   for split in ("test", "validation"):
