@@ -1,5 +1,8 @@
 """Data: builders, preprocessing, label budgets, bags."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -54,6 +57,19 @@ def test_real_datasets_load(name, train, test, shape):
     assert np.bincount(ds.test.labels).tolist() == (
         [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
         if name == "mnist" else [1000] * 10)
+
+
+def test_concurrent_runs_prepare_a_data_set_once(tmp_path):
+  # A sweep starts several runs at once on a fresh machine; all of them find
+  # the data set unprepared, and only one may write it.
+  load = ("from labeljax import data; "
+          f"print(len(data.load_dataset('adult', data_dir={str(tmp_path)!r}).train.labels))")
+  procs = [subprocess.Popen([sys.executable, "-c", load], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for _ in range(3)]
+  outputs = [proc.communicate(timeout=300) for proc in procs]
+  for proc, (out, err) in zip(procs, outputs):
+    assert proc.returncode == 0, err[-3000:]
+    assert out.split()[-1] == "32561"
 
 
 def test_missing_raw_files_say_where_they_looked(tmp_path):

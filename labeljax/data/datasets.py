@@ -16,6 +16,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from jax.experimental import multihost_utils
 
+from labeljax import file_lock
 from labeljax.data import builders
 from labeljax.data import tabular
 
@@ -64,7 +65,9 @@ def data_dir_or_default(data_dir: str | None) -> str:
 
 def _prepared_builder(name: str, data_dir: str,
                       raw_data_dir: str | None) -> builders.OfflineBuilder:
-  """Prepares once; in a multi-process run process 0 writes, the others wait.
+  """Prepares `name` once. In a multi-process run process 0 writes and the
+  others wait; of runs started together on one machine, the first to take the
+  lock writes and the others wait.
 
   `data_dir` must be a filesystem every process sees.
   """
@@ -75,8 +78,11 @@ def _prepared_builder(name: str, data_dir: str,
     return builder
   builder.check_raw_files()  # Fails on every process with the same clear error.
   if jax.process_index() == 0:
-    tfds.disable_progress_bar()
-    builder.download_and_prepare()
+    with file_lock.exclusive(os.path.join(data_dir, name)):
+      builder = make()  # Another run may have prepared it while this one waited.
+      if not builder.is_prepared():
+        tfds.disable_progress_bar()
+        builder.download_and_prepare()
   if jax.process_count() > 1:
     multihost_utils.sync_global_devices(f"prepared {name}")
     builder = make()  # TFDS reads the split metadata when a builder is made.

@@ -26,8 +26,6 @@ becoming the next teacher. Active distillation repeats stages 3-4 for
 `config.query_rounds` rounds (query, train, re-select), splitting the budget.
 """
 
-import contextlib
-import fcntl
 import json
 import os
 from typing import Any, NamedTuple
@@ -37,6 +35,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from labeljax import file_lock
 from labeljax import models
 from labeljax import parallel
 from labeljax.data.pipeline import Stream, TrainLoader
@@ -147,18 +146,6 @@ def distillation_setup(config, data: trainer.Data, mesh, method: common.Method,
   return trainer.Setup(loader, loss_fn, algo_state=algo_state)
 
 
-@contextlib.contextmanager
-def _exclusive(directory: str):
-  """Holds a lock on `directory` so concurrent runs train a shared teacher once."""
-  os.makedirs(os.path.dirname(os.path.abspath(directory)), exist_ok=True)
-  with open(f"{directory}.lock", "w") as lock:
-    fcntl.flock(lock, fcntl.LOCK_EX)
-    try:
-      yield
-    finally:
-      fcntl.flock(lock, fcntl.LOCK_UN)
-
-
 def _reference_student(config, workdir, generation, data, mesh, student_model,
                        teacher: Frozen, logits_of) -> Frozen | None:
   """The student distilled from `teacher` without weights, frozen; None if
@@ -206,7 +193,7 @@ def _query_rounds(config, workdir, data, mesh, method, student_model, teacher_mo
   pool = data.split.unlabeled
   labels_only_dir = (config.get("labels_only_student_dir")
                      or os.path.join(workdir, "student_labels_only"))
-  with _exclusive(labels_only_dir):
+  with file_lock.exclusive(labels_only_dir):
     student = trainer.fit(_stage_config(config, config.num_steps), labels_only_dir,
                           supervised, student_model, info, mesh)
   if student is None:
@@ -298,7 +285,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # everything it depends on may share it through `config.teacher_dir`.
   supervised = trainer.supervised_setup(config, data, mesh)
   teacher_dir = config.get("teacher_dir") or os.path.join(workdir, "teacher")
-  with _exclusive(teacher_dir):
+  with file_lock.exclusive(teacher_dir):
     teacher_state = trainer.fit(_stage_config(config, config.teacher_steps), teacher_dir,
                                 supervised, teacher_model, info, mesh)
   if teacher_state is None:
