@@ -64,11 +64,17 @@ def test_concurrent_runs_prepare_a_data_set_once(tmp_path):
   # the data set unprepared, and only one may write it.
   load = ("from labeljax import data; "
           f"print(len(data.load_dataset('adult', data_dir={str(tmp_path)!r}).train.labels))")
-  procs = [subprocess.Popen([sys.executable, "-c", load], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True) for _ in range(3)]
-  outputs = [proc.communicate(timeout=300) for proc in procs]
-  for proc, (out, err) in zip(procs, outputs):
-    assert proc.returncode == 0, err[-3000:]
+  # Logs go to files: a run blocked on a full stderr pipe while holding the
+  # lock would stall the others.
+  logs = [tmp_path / f"run_{i}.log" for i in range(3)]
+  procs = []
+  for log in logs:
+    with open(log, "w") as stderr:
+      procs.append(subprocess.Popen([sys.executable, "-c", load], text=True,
+                                    stdout=subprocess.PIPE, stderr=stderr))
+  for proc, log in zip(procs, logs):
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, log.read_text()[-3000:]
     assert out.split()[-1] == "32561"
 
 
