@@ -40,11 +40,11 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from labeljax import augment
 from labeljax import models
 from labeljax import parallel
 from labeljax.ssl import common
 from labeljax.ssl import get_algorithm
-from labeljax.ssl import training
 from labeljax.train import optim
 from labeljax.train.state import create_train_state
 from labeljax.train.step import (LossAux, apply_model, cross_entropy, make_train_step,
@@ -139,7 +139,7 @@ def jax_setup(workload: Workload, views: dict):
 
 def jax_augment_setup(workload: Workload, images: np.ndarray):
   """The step's views as training.py draws them, from uint8 images."""
-  weak, strong = training.make_views("image", ml_collections.ConfigDict(dict(
+  weak, strong = augment.make_views("image", ml_collections.ConfigDict(dict(
       flip=workload.flip, randaugment_ops=RANDAUGMENT_OPS)))
 
   def augment(rng, labeled, unlabeled):

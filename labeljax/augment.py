@@ -18,8 +18,13 @@ each step.
   operations drawn uniformly (with replacement) from `RANDAUGMENT_OPS`, each at
   a magnitude drawn uniformly from its range, then Cutout of a random square of
   side up to `cutout` × the image size.
+* `simclr_augment`: SimCLR's view (Chen et al., 2020, appendix A): random
+  resized crop with a random flip, colour jitter (brightness, contrast, and
+  saturation for RGB) with probability 0.8, grayscale (RGB) with probability
+  0.2, Gaussian blur with probability 0.5. `simclr_views` draws two.
 * `tabular_strong_augment`: feature masking and Gaussian noise for
   standardized tabular features.
+* `make_views`: the (weak, strong) pair a config asks for, per data kind.
 
 Under `vmap` a per-example `lax.switch` evaluates every branch and selects
 one, so each RandAugment slot costs one affine warp plus all pixel operations.
@@ -31,6 +36,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 
 # Value that geometric ops and Cutout paint into uncovered pixels (mid-gray).
 FILL_VALUE = 0.5
@@ -346,6 +352,133 @@ def strong_augment(rng: jax.Array, images: jax.Array, *, num_ops: int = 2,
   if not 0.0 <= cutout <= 1.0:
     raise ValueError(f"cutout must be a fraction in [0, 1], got {cutout}.")
   return _strong(rng, images, flip, _default_pad(images, pad), num_ops, float(cutout))
+
+
+def make_views(kind: str, config: ml_collections.ConfigDict):
+  """(weak, strong) augmentations `(rng, inputs) -> inputs` for the data kind
+  ("image" or "tabular"), set by `config.flip`, `config.randaugment_ops`,
+  `config.tabular_mask_prob` and `config.tabular_noise_std`: the views every
+  family's train steps share."""
+  if kind == "image":
+    weak = lambda rng, x: weak_augment(rng, x, flip=config.flip)
+    strong = lambda rng, x: strong_augment(rng, x, flip=config.flip,
+                                           num_ops=config.randaugment_ops)
+  else:
+    weak = lambda rng, x: x  # Tabular rows have no label-preserving weak view.
+    strong = lambda rng, x: tabular_strong_augment(
+        rng, x, mask_prob=config.tabular_mask_prob, noise_std=config.tabular_noise_std)
+  return weak, strong
+
+
+# SimCLR views.
+
+
+def _resized_crop(key: jax.Array, image: jax.Array, scale: tuple[float, float],
+                  log_ratio: tuple[float, float]) -> jax.Array:
+  """A crop of area fraction U(scale) and log aspect U(log_ratio), resized
+  (bilinear) back to the image size; the crop lies inside the image."""
+  height, width, _ = image.shape
+  area_key, ratio_key, y_key, x_key = jax.random.split(key, 4)
+  area = jax.random.uniform(area_key, (), minval=scale[0], maxval=scale[1])
+  aspect = jnp.exp(jax.random.uniform(ratio_key, (), minval=log_ratio[0],
+                                      maxval=log_ratio[1]))
+  crop_h = jnp.clip(jnp.sqrt(area / aspect) * height, 1.0, height)
+  crop_w = jnp.clip(jnp.sqrt(area * aspect) * width, 1.0, width)
+  top = jax.random.uniform(y_key, ()) * (height - crop_h)
+  left = jax.random.uniform(x_key, ()) * (width - crop_w)
+  zoom = jnp.stack([height / crop_h, width / crop_w])
+  return jax.image.scale_and_translate(
+      image, image.shape, (0, 1), zoom, -jnp.stack([top, left]) * zoom,
+      method="linear", antialias=False)
+
+
+def _gaussian_blur(image: jax.Array, sigma: jax.Array, radius: int) -> jax.Array:
+  """Separable Gaussian blur, kernel 2·radius + 1, reflect padding."""
+  height, width, _ = image.shape
+  offsets = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+  weights = jnp.exp(-0.5 * (offsets / sigma) ** 2)
+  weights = weights / weights.sum()
+  padded = jnp.pad(image, ((radius, radius), (radius, radius), (0, 0)), mode="reflect")
+  rows = sum(w * padded[i:i + height] for i, w in enumerate(weights))
+  return sum(w * rows[:, i:i + width] for i, w in enumerate(weights))
+
+
+def _simclr_view(key: jax.Array, image: jax.Array, *, scale, log_ratio, flip: bool,
+                 jitter: float, jitter_prob: float, grayscale_prob: float,
+                 blur_prob: float, blur_radius: int) -> jax.Array:
+  keys = jax.random.split(key, 10)
+  apply = lambda k, p, augmented, original: jnp.where(
+      jax.random.bernoulli(k, p), augmented, original)
+  image = _resized_crop(keys[0], image, scale, log_ratio)
+  if flip:
+    image = apply(keys[1], 0.5, image[:, ::-1], image)
+  factor = lambda k: jax.random.uniform(k, (), minval=1.0 - jitter, maxval=1.0 + jitter)
+  jittered = _contrast(_brightness(image, factor(keys[2])), factor(keys[3]))
+  if image.shape[-1] == 3:
+    jittered = _color(jittered, factor(keys[4]))  # saturation
+  image = apply(keys[5], jitter_prob, jittered, image)
+  if image.shape[-1] == 3:
+    image = apply(keys[6], grayscale_prob,
+                  jnp.broadcast_to(_grayscale(image), image.shape), image)
+  sigma = jax.random.uniform(keys[7], (), minval=0.1, maxval=2.0)
+  image = apply(keys[8], blur_prob, _gaussian_blur(image, sigma, blur_radius), image)
+  return jnp.clip(image, 0.0, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("scale", "log_ratio", "flip", "jitter",
+                                             "jitter_prob", "grayscale_prob",
+                                             "blur_prob", "blur_radius"))
+def _simclr(rng, images, **kwargs):
+  fn = functools.partial(_simclr_view, **kwargs)
+  return jax.vmap(fn)(jax.random.split(rng, images.shape[0]), images)
+
+
+def simclr_augment(rng: jax.Array, images: jax.Array, *,
+                   crop_scale: tuple[float, float] = (0.08, 1.0),
+                   crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True,
+                   jitter_strength: float = 0.5, jitter_prob: float = 0.8,
+                   grayscale_prob: float = 0.2, blur_prob: float = 0.5) -> jax.Array:
+  """One SimCLR view of each image (Chen et al., 2020, appendix A).
+
+  Random resized crop (area fraction in `crop_scale`, aspect ratio in
+  `crop_ratio`, log-uniform), a horizontal flip (if `flip`), colour jitter
+  with probability `jitter_prob`: brightness and contrast factors (and
+  saturation, for RGB) each uniform in 1 ± 0.8·`jitter_strength`, applied in
+  that order (SimCLR shuffles the order and adds hue: neither is done here);
+  grayscale with probability `grayscale_prob` (RGB only); Gaussian blur with
+  σ ~ U(0.1, 2) and a kernel of a tenth of the image side, with probability
+  `blur_prob`.
+
+  Args:
+    rng: a PRNG key.
+    images: [N, H, W, C] floats in [0, 1], C in {1, 3}.
+
+  Returns:
+    Augmented images, same shape and dtype, values in [0, 1].
+  """
+  check_images(images)
+  if not 0.0 < crop_scale[0] <= crop_scale[1] <= 1.0:
+    raise ValueError(f"crop_scale must be 0 < low <= high <= 1, got {crop_scale}.")
+  if not 0.0 < crop_ratio[0] <= crop_ratio[1]:
+    raise ValueError(f"crop_ratio must be 0 < low <= high, got {crop_ratio}.")
+  if not 0.0 <= jitter_strength < 1.25:
+    raise ValueError(f"jitter_strength must be in [0, 1.25) (factors stay > 0), got "
+                     f"{jitter_strength}.")
+  for name, p in (("jitter_prob", jitter_prob), ("grayscale_prob", grayscale_prob),
+                  ("blur_prob", blur_prob)):
+    if not 0.0 <= p <= 1.0:
+      raise ValueError(f"{name} must be a probability in [0, 1], got {p}.")
+  return _simclr(rng, images, scale=tuple(map(float, crop_scale)),
+                 log_ratio=(math.log(crop_ratio[0]), math.log(crop_ratio[1])),
+                 flip=flip, jitter=0.8 * jitter_strength, jitter_prob=jitter_prob,
+                 grayscale_prob=grayscale_prob, blur_prob=blur_prob,
+                 blur_radius=max(1, min(images.shape[1:3]) // 20)).astype(images.dtype)
+
+
+def simclr_views(rng: jax.Array, images: jax.Array, **kwargs) -> tuple[jax.Array, jax.Array]:
+  """Two independent SimCLR views of each image (see `simclr_augment`)."""
+  first, second = jax.random.split(rng)
+  return simclr_augment(first, images, **kwargs), simclr_augment(second, images, **kwargs)
 
 
 @jax.jit

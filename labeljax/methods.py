@@ -8,6 +8,7 @@ here.
 from labeljax.distill import training as distill_training
 from labeljax.llp import llp_bp
 from labeljax.llp import training as llp_training
+from labeljax.selfsup import training as selfsup_training
 from labeljax.ssl import training as ssl_training
 from labeljax.train import trainer
 
@@ -25,6 +26,8 @@ METHODS = {
 PIPELINES = {
     "llp_bp": llp_bp.train_and_evaluate,
     "distill": distill_training.train_and_evaluate,
+    "simclr": selfsup_training.pretrain,
+    "simclrv2": selfsup_training.simclrv2,
 }
 
 

@@ -19,6 +19,10 @@ view, the one the student sees (the default, but for the active methods);
 The active methods (rad, margin, random) need the latter, since their budget
 counts teacher queries.
 
+`init_from=WORKDIR` fine-tunes the teacher from a SimCLR encoder
+(experiments/configs/simclr.py): the encoder, its first projection-head layer
+and a new classifier.
+
 `method=weighted,score=agreement` weights by the teacher's agreement with a
 first student distilled without weights (the paper's signal) instead of by
 the teacher's confidence; it trains that reference student first.
@@ -31,7 +35,8 @@ def get_config(arg=None):
   args = common.parse_arg(arg, dataset="fashion_mnist", method="kd", num_labels=1000,
                           seed=0, num_steps=1000, teacher_steps=1000, budget=2000,
                           generations=1, teacher_cache="", rounds=1,
-                          labeled_weight=0.5, teacher_labels=None, score="confidence")
+                          labeled_weight=0.5, teacher_labels=None, score="confidence",
+                          init_from="")
   config = common.base_config()
   config.method = "supervised" if args.method == "supervised" else "distill"
   config.distill_method = args.method
@@ -59,9 +64,13 @@ def get_config(arg=None):
   config.model = "mlp" if tabular else "small_cnn"
   config.model_kwargs = {} if tabular else {"widths": (8, 16, 32), "embedding_dim": 64}
   config.teacher_steps = args.teacher_steps
+  # A SimCLR pretraining workdir: the teacher is then fine-tuned from it.
+  config.init_from = args.init_from or None
   config.teacher_dir = config.labels_only_student_dir = None
   if args.teacher_cache:  # Also shares the active methods' label-only student.
     key = f"{args.teacher_cache}/{args.dataset}_labels{args.num_labels}_seed{args.seed}"
+    if args.init_from:
+      key += "_from_" + args.init_from.strip("/").replace("/", "_")
     config.teacher_dir = f"{key}_steps{args.teacher_steps}"
     config.labels_only_student_dir = f"{key}_student_steps{args.num_steps}"
   config.num_steps = args.num_steps

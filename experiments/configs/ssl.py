@@ -10,7 +10,8 @@ labels alone with the same model, optimizer, EMA and steps. Images use the small
 weak = translate (no flips for digits), strong = RandAugment + Cutout; tabular
 data sets use the MLP and feature masking + noise as the strong view.
 Evaluation uses the EMA parameters (decay 0.999), at the last step.
-`lambda_u=` overrides the algorithm's unlabeled weight (Mean Teacher's λ_u
+`init_from=WORKDIR` starts from a SimCLR encoder (experiments/configs/simclr.py)
+instead of a random initialisation. `lambda_u=` overrides the algorithm's unlabeled weight (Mean Teacher's λ_u
 probe: results/ssl_mean_teacher_lambda_probe.md).
 
 Expected on the 2-core CPU, seed 0 (results/ssl_mnist_target.md): with
@@ -24,7 +25,7 @@ from experiments.configs import common
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset="mnist", algorithm="fixmatch", num_labels=100,
                           seed=0, num_steps=3000, batch_size=64, uratio=7, model="",
-                          lambda_u=None)
+                          lambda_u=None, init_from="")
   config = common.base_config()
   config.method = "supervised" if args.algorithm == "supervised" else "pseudo_labeling"
   config.algorithm = args.algorithm
@@ -35,6 +36,9 @@ def get_config(arg=None):
   config.num_labels = args.num_labels
   config.num_validation = 1000
   tabular = args.dataset in ("adult", "bank_marketing", "llp_bp_bank")
+  # A SimCLR pretraining workdir (simclr.py): the model is then its encoder,
+  # its first projection-head layer and a new classifier.
+  config.init_from = args.init_from or None
   config.model = args.model or ("mlp" if tabular else "small_cnn")
   if config.model == "small_cnn":
     config.model_kwargs = dict(widths=(16, 32, 64), embedding_dim=128)  # CPU-sized

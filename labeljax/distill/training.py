@@ -3,7 +3,8 @@
 Stages, each a `trainer.fit` with its own checkpoint directory (a killed run
 resumes the stage it was in):
 
-1. teacher: supervised on the labeled examples (`config.teacher_*`);
+1. teacher: supervised on the labeled examples (`config.teacher_*`), or, with
+   `config.init_from`, fine-tuned from that pretrained encoder (SimCLRv2);
 2. estimates: `method.fit` on the teacher's validation-set logits (weights,
    SLaM's α(x) and k(x)); weighted distillation's agreement score first
    trains its reference, a student distilled from the teacher without weights;
@@ -35,6 +36,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from labeljax import augment
 from labeljax import file_lock
 from labeljax import models
 from labeljax import parallel
@@ -42,8 +44,8 @@ from labeljax.data.pipeline import Stream, TrainLoader
 from labeljax.distill import active
 from labeljax.distill import common
 from labeljax.distill import get_method
-from labeljax.ssl.training import make_views
 from labeljax.train import evaluate as evaluate_lib
+from labeljax.train import pretrained as pretrained_lib
 from labeljax.train import trainer
 from labeljax.train.metric_writer import MetricWriter
 from labeljax.train.step import LossAux, apply_model, cross_entropy, model_inputs
@@ -90,7 +92,7 @@ def distillation_setup(config, data: trainer.Data, mesh, method: common.Method,
       {"labeled": Stream(train.take(data.split.labeled), config.batch_size),
        "unlabeled": Stream(train.take(pool_indices), config.batch_size * config.uratio)},
       mesh, seed=config.seed, num_shards=config.get("num_data_shards"))
-  weak, strong = make_views(data.dataset.info.kind, config)
+  weak, strong = augment.make_views(data.dataset.info.kind, config)
   consistent = teacher.pool_logits is None
   if method.uses_reference != (reference is not None):
     raise ValueError(f"{method.name} {'needs a' if method.uses_reference else 'takes no'} "
@@ -260,12 +262,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     raise ValueError(f"{method.name} spends a budget of teacher queries, one per "
                      "selected point, so it needs teacher_labels='precomputed' (got "
                      f"{teacher_labels!r}).")
+  # A teacher from a pretrained encoder (SimCLRv2's fine-tuned network).
+  pretrained = (pretrained_lib.load(config.init_from, dataset=config.dataset)
+                if config.get("init_from") else None)
   data = trainer.load_data(config)
   info = data.dataset.info
   mesh = parallel.make_mesh()
   writer = MetricWriter(workdir)
   make = lambda name, kwargs: models.get_model(name, info.num_classes, **kwargs)
-  teacher_model = make(config.teacher_model, config.get("teacher_model_kwargs", {}))
+  if pretrained is not None:
+    teacher_model = pretrained.finetune_model(info.num_classes)
+  else:
+    teacher_model = make(config.teacher_model, config.get("teacher_model_kwargs", {}))
   student_model = make(config.model, config.get("model_kwargs", {}))
   if method.fit is not None and not len(data.validation):
     raise ValueError(f"{method.name} estimates on a labeled validation set: "
@@ -287,7 +295,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   teacher_dir = config.get("teacher_dir") or os.path.join(workdir, "teacher")
   with file_lock.exclusive(teacher_dir):
     teacher_state = trainer.fit(_stage_config(config, config.teacher_steps), teacher_dir,
-                                supervised, teacher_model, info, mesh)
+                                supervised, teacher_model, info, mesh,
+                                pretrained=pretrained)
   if teacher_state is None:
     return {"preempted": True}
   results = {"teacher_test": test_metrics(teacher_model, teacher_state)}

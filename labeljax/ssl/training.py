@@ -23,19 +23,6 @@ from labeljax.train.step import LossAux, apply_model, cross_entropy, model_input
 from labeljax.train.trainer import Data, Setup
 
 
-def make_views(kind: str, config: ml_collections.ConfigDict):
-  """(weak, strong) augmentations `(rng, inputs) -> inputs` for the data kind."""
-  if kind == "image":
-    weak = lambda rng, x: augment.weak_augment(rng, x, flip=config.flip)
-    strong = lambda rng, x: augment.strong_augment(rng, x, flip=config.flip,
-                                                   num_ops=config.randaugment_ops)
-  else:
-    weak = lambda rng, x: x  # Tabular rows have no label-preserving weak view.
-    strong = lambda rng, x: augment.tabular_strong_augment(
-        rng, x, mask_prob=config.tabular_mask_prob, noise_std=config.tabular_noise_std)
-  return weak, strong
-
-
 def pseudo_labeling(config: ml_collections.ConfigDict, data: Data, mesh) -> Setup:
   """Labeled cross-entropy plus the unlabeled term of `config.algorithm`."""
   algorithm = get_algorithm(config.algorithm, **config.get("algorithm_kwargs", {}))
@@ -57,7 +44,7 @@ def pseudo_labeling(config: ml_collections.ConfigDict, data: Data, mesh) -> Setu
       {"labeled": Stream(train.take(data.split.labeled), config.batch_size),
        "unlabeled": Stream(unlabeled, config.batch_size * config.uratio)},
       mesh, seed=config.seed, num_shards=config.get("num_data_shards"))
-  weak, strong = make_views(info.kind, config)
+  weak, strong = augment.make_views(info.kind, config)
   algo_state = algorithm.init(info.num_classes, len(unlabeled))
 
   def loss_fn(model):

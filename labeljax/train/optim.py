@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
+OPTIMIZERS = ("sgd", "adam", "adamw", "lars")
 SCHEDULES = ("constant", "cosine", "fixmatch_cosine")
 
 
@@ -35,7 +35,11 @@ def learning_rate_schedule(config: ml_collections.ConfigDict,
 def make_optimizer(config: ml_collections.ConfigDict,
                    num_steps: int) -> optax.GradientTransformation:
   """SGD with Nesterov momentum and L2 weight decay on kernels, Adam (no weight
-  decay), or AdamW (decoupled weight decay on kernels)."""
+  decay), AdamW (decoupled weight decay on kernels), or LARS (You et al.,
+  2017), SimCLR's optimizer: momentum SGD whose update of each kernel is scaled
+  by the trust ratio η‖w‖ / ‖g + λw‖ (η = `trust_coefficient`, default
+  0.001). As in SimCLR, biases and normalisation parameters get neither
+  weight decay nor the trust ratio."""
   lr = learning_rate_schedule(config, num_steps)
   name = config.name
   if name == "sgd":
@@ -50,6 +54,11 @@ def make_optimizer(config: ml_collections.ConfigDict,
   if name == "adamw":
     return optax.adamw(lr, weight_decay=config.get("weight_decay", 1e-4),
                        mask=_kernels_only)
+  if name == "lars":
+    return optax.lars(lr, weight_decay=config.get("weight_decay", 0.0),
+                      weight_decay_mask=_kernels_only, trust_ratio_mask=_kernels_only,
+                      trust_coefficient=config.get("trust_coefficient", 0.001),
+                      momentum=config.get("momentum", 0.9))
   raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
 
 

@@ -54,13 +54,20 @@ def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def supervised_loss(model: nn.Module) -> LossFn:
-  """Cross-entropy on the `labeled` stream: the supervised baseline."""
+def supervised_loss(model: nn.Module,
+                    view: Callable[[jax.Array, jax.Array], jax.Array] | None = None
+                    ) -> LossFn:
+  """Cross-entropy on the `labeled` stream (`view(rng, inputs)` of it, if
+  given, e.g. the weak augmentation): the supervised baseline."""
 
   def loss_fn(params, state, batch, rng):
     labeled = batch["labeled"]
-    out, model_state = apply_model(model, params, state.model_state,
-                                   model_inputs(labeled["inputs"]), train=True, rng=rng)
+    inputs = model_inputs(labeled["inputs"])
+    if view is not None:
+      view_rng, rng = jax.random.split(rng)
+      inputs = view(view_rng, inputs)
+    out, model_state = apply_model(model, params, state.model_state, inputs,
+                                   train=True, rng=rng)
     loss = cross_entropy(out.logits, labeled["labels"]).mean()
     accuracy = jnp.mean(out.logits.argmax(-1) == labeled["labels"])
     return loss, LossAux(model_state, state.algo_state, {"train_accuracy": accuracy})

@@ -6,6 +6,7 @@ named by `config.method` (see `labeljax.methods`) supplies the loader that
 builds batches and the loss; everything else is shared.
 """
 
+import functools
 import json
 import os
 from typing import Any, Callable, NamedTuple
@@ -16,6 +17,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from labeljax import augment
 from labeljax import models
 from labeljax import parallel
 from labeljax.data import budgets
@@ -24,6 +26,7 @@ from labeljax.data.pipeline import Stream, TrainLoader
 from labeljax.train import checkpoint
 from labeljax.train import evaluate as evaluate_lib
 from labeljax.train import optim
+from labeljax.train import pretrained as pretrained_lib
 from labeljax.train.metric_writer import MetricWriter, Progress
 from labeljax.train.state import TrainState, create_train_state
 from labeljax.train.step import LossFn, make_train_step, supervised_loss
@@ -38,11 +41,14 @@ class Setup(NamedTuple):
     loss_fn: model -> the `LossFn` of `make_train_step`.
     algo_state: the initial `TrainState.algo_state` (fixed-shape pytree).
     model: the model to train; None builds `config.model`.
+    monitor: `state -> metrics`, logged as split "monitor" every
+      `config.eval_every` steps (e.g. SimCLR's kNN accuracy); None for none.
   """
   loader: Any
   loss_fn: Callable[[nn.Module], LossFn]
   algo_state: Any = None
   model: nn.Module | None = None
+  monitor: Callable[[TrainState], dict[str, float]] | None = None
 
 
 class Data(NamedTuple):
@@ -69,20 +75,26 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
 
 
 def supervised_setup(config: ml_collections.ConfigDict, data: Data, mesh) -> Setup:
-  """The `supervised` method: cross-entropy on the labeled examples only."""
+  """The `supervised` method: cross-entropy on the labeled examples only, seen
+  through the weak augmentation if `config.augment_labeled`."""
   labeled = data.dataset.train.take(data.split.labeled)
   loader = TrainLoader({"labeled": Stream(labeled, config.batch_size)}, mesh,
                        seed=config.seed, num_shards=config.get("num_data_shards"))
-  return Setup(loader, supervised_loss)
+  if not config.get("augment_labeled"):
+    return Setup(loader, supervised_loss)
+  weak, _ = augment.make_views(data.dataset.info.kind, config)
+  return Setup(loader, functools.partial(supervised_loss, view=weak))
 
 
 def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
         model: nn.Module, info: datasets.DataInfo, mesh: jax.sharding.Mesh,
-        validation: datasets.Examples | None = None) -> TrainState | None:
+        validation: datasets.Examples | None = None,
+        pretrained: pretrained_lib.Pretrained | None = None) -> TrainState | None:
   """Runs `config.num_steps` train steps with checkpoints in `workdir`.
 
-  Resumes from the latest checkpoint there. Returns the final state, or None
-  when a preemption (SIGTERM) stopped the run after saving.
+  The state starts from `pretrained`'s variables where the model shares their
+  names, and resumes from the latest checkpoint in `workdir`. Returns the
+  final state, or None when a preemption (SIGTERM) stopped the run after saving.
   """
   for name in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
     if config[name] < 1:
@@ -96,6 +108,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   state = jax.jit(
       lambda rng: create_train_state(model, tx, sample, rng, setup.algo_state),
       out_shardings=parallel.replicated(mesh))(init_rng)
+  if pretrained is not None:
+    state = pretrained_lib.initialize(state, pretrained, parallel.replicated(mesh))
 
   # --------------------------------------------------------------------------
   # Resume from the latest checkpoint, if any.
@@ -143,6 +157,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
           and step % config.eval_every == 0 and not last):
         writer.write(step, "validation", evaluate(config, predict, state,
                                                   validation, mesh))
+      if setup.monitor is not None and step % config.eval_every == 0 and not last:
+        writer.write(step, "monitor", setup.monitor(state))
       ckpt.save(step, state, force=preempted or last)
       if preempted and not last:
         logging.warning("Preempted: saved step %d and stopping.", step)
@@ -190,16 +206,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # Data and the method's loader and loss.
   # --------------------------------------------------------------------------
   make_setup = methods.get_method(config.method)
+  # Checked before the data loads: a wrong path fails at once.
+  pretrained = (pretrained_lib.load(config.init_from, dataset=config.dataset)
+                if config.get("init_from") else None)
   data = load_data(config)
   info = data.dataset.info
   mesh = parallel.make_mesh()
   parallel.check_global_batch(config.eval_batch_size, mesh, "eval batch")
   setup = make_setup(config, data, mesh)
-  if info.kind != "image" and config.model in models.IMAGE_MODELS:
-    raise ValueError(f"{config.model} takes images; {info.name} is {info.kind} "
-                     "data (use model=mlp).")
-  model = setup.model or models.get_model(config.model, info.num_classes,
-                                          **config.get("model_kwargs", {}))
+  if pretrained is not None:
+    if setup.model is not None:
+      raise ValueError(f"{config.method} builds its own model; it cannot start from "
+                       "init_from.")
+    # The pretrained encoder with its first head layer and a new classifier.
+    model = pretrained.finetune_model(info.num_classes)
+  else:
+    if info.kind != "image" and config.model in models.IMAGE_MODELS:
+      raise ValueError(f"{config.model} takes images; {info.name} is {info.kind} "
+                       "data (use model=mlp).")
+    model = setup.model or models.get_model(config.model, info.num_classes,
+                                            **config.get("model_kwargs", {}))
   logging.info("%s with %s: %d labeled, %d unlabeled, %d validation, %d test; "
                "%d devices, %d processes.", info.name, config.method,
                len(data.split.labeled), len(data.split.unlabeled),
@@ -209,7 +235,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   # --------------------------------------------------------------------------
   # Train (or resume), then evaluate on the test set.
   # --------------------------------------------------------------------------
-  state = fit(config, workdir, setup, model, info, mesh, data.validation)
+  state = fit(config, workdir, setup, model, info, mesh, data.validation, pretrained)
   if state is None:
     return {"preempted": True}
   predict = evaluate_lib.make_predict_fn(model)

@@ -1,0 +1,247 @@
+"""SimCLR pretraining and the SimCLRv2 recipe as pipelines on the train core.
+
+`pretrain(config, workdir)` (`method=simclr`): a `SimCLRNet` (the encoder
+`config.model` and a projection head `config.head_widths`) trained with
+NT-Xent on two SimCLR views of every training image, labels unused. It
+pretrains on the training split less the validation examples, whose labels
+(with those of a bank of `config.monitor_bank` pretraining images) serve
+only the monitor: every `eval_every` steps the weighted-kNN accuracy of the
+embedding on the validation examples is logged (split "monitor"), beside the
+contrastive accuracy of every logged train step. At the end it writes
+`pretrained.json`, which makes the workdir a valid `init_from`, and reports the
+kNN and linear-probe test accuracies with every training label.
+
+`simclrv2(config, workdir)` (`method=simclrv2`), each stage with its own
+checkpoint directory, so a killed run resumes the stage it was in:
+
+1. `pretrain/`: as above (`config.pretrain` overrides), or none when
+   `config.init_from` names a finished pretraining workdir;
+2. probes of the frozen encoder on the label budget: linear and kNN;
+3. `finetune/`: the encoder and the first layer of the projection head, then
+   a new linear classifier, trained on the labeled examples
+   (`config.finetune` overrides);
+4. `self_distill/` and `distill_small/`: the fine-tuned network, frozen,
+   labels the unlabeled pool (soft labels at temperature τ, the distill
+   family's KD loss) for a student of the same architecture and for a
+   narrower one (`config.student_model_kwargs`, `config.student_head_width`);
+   both start from random initialisation (`config.distill` overrides).
+
+`results.json` holds every stage's test metrics; `test` is the self-distilled
+student's.
+"""
+
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from labeljax import augment
+from labeljax import models
+from labeljax import parallel
+from labeljax.data.pipeline import Stream, TrainLoader
+from labeljax.distill import get_method as get_distill_method
+from labeljax.distill import training as distill_training
+from labeljax.selfsup import probes
+from labeljax.selfsup.simclr import nt_xent_loss
+from labeljax.train import evaluate as evaluate_lib
+from labeljax.train import pretrained as pretrained_lib
+from labeljax.train import trainer
+from labeljax.train.metric_writer import MetricWriter
+from labeljax.train.step import LossAux, apply_model, model_inputs
+
+
+def _views_kwargs(config) -> dict:
+  return dict(crop_scale=tuple(config.crop_scale), flip=config.flip,
+              jitter_strength=config.jitter_strength, blur_prob=config.blur_prob)
+
+
+def pretraining_pool(data: trainer.Data) -> np.ndarray:
+  """Training indices SimCLR learns from: all but the validation examples."""
+  return np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
+
+
+def _embed(model, params, model_state, examples, config, mesh) -> np.ndarray:
+  predict = evaluate_lib.make_predict_fn(model)
+  return evaluate_lib.predict_split(predict, params, model_state, examples,
+                                    config.eval_batch_size, mesh)[1]
+
+
+def simclr_setup(config: ml_collections.ConfigDict, data: trainer.Data,
+                 mesh) -> trainer.Setup:
+  """NT-Xent on two SimCLR views of each pool image; kNN accuracy as monitor."""
+  info = data.dataset.info
+  if info.kind != "image":
+    raise ValueError(f"SimCLR draws image views (crops, colour jitter, blur); "
+                     f"{info.name} is {info.kind} data.")
+  if config.batch_size < 2:
+    raise ValueError(f"SimCLR needs batch_size >= 2 (the other examples are the "
+                     f"negatives), got {config.batch_size}.")
+  if not config.temperature > 0:
+    raise ValueError(f"temperature must be > 0, got {config.temperature}.")
+  train = data.dataset.train
+  pool = pretraining_pool(data)
+  loader = TrainLoader({"images": Stream(train.take(pool), config.batch_size)}, mesh,
+                       seed=config.seed, num_shards=config.get("num_data_shards"))
+  model = models.SimCLRNet(
+      models.get_model(config.model, 0, **config.get("model_kwargs", {})),
+      head_widths=tuple(config.head_widths))
+  views = _views_kwargs(config)
+
+  def loss_fn(model):
+    def fn(params, state, batch, rng):
+      view_key, dropout = jax.random.split(rng)
+      first, second = augment.simclr_views(view_key, model_inputs(batch["images"]["inputs"]),
+                                           **views)
+      out, model_state = apply_model(model, params, state.model_state,
+                                     jnp.concatenate([first, second]), train=True,
+                                     rng=dropout)
+      z1, z2 = jnp.split(out.logits, 2)
+      loss, accuracy = nt_xent_loss(z1, z2, config.temperature)
+      return loss, LossAux(model_state, state.algo_state,
+                           {"contrastive_accuracy": accuracy})
+    return fn
+
+  # The monitor's labeled bank: a fixed random subset of the pool.
+  bank_size = min(config.monitor_bank, len(pool))
+  bank = train.take(np.random.default_rng(config.seed).choice(pool, bank_size,
+                                                              replace=False))
+
+  def monitor(state):
+    if not len(data.validation):
+      return {}
+    embed = lambda examples: _embed(model, state.params, state.model_state, examples,
+                                    config, mesh)
+    predicted = probes.knn_predict(embed(bank), bank.labels, embed(data.validation),
+                                   info.num_classes)
+    return {"knn_accuracy": float(np.mean(predicted == data.validation.labels))}
+
+  return trainer.Setup(loader, loss_fn, model=model, monitor=monitor)
+
+
+def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """SimCLR pretraining; the workdir then serves as `init_from`."""
+  data = trainer.load_data(config)
+  info = data.dataset.info
+  mesh = parallel.make_mesh()
+  setup = simclr_setup(config, data, mesh)
+  start = time.perf_counter()
+  state = trainer.fit(config, workdir, setup, setup.model, info, mesh)
+  if state is None:
+    return {"preempted": True}
+  minutes = (time.perf_counter() - start) / 60.0
+  pretrained_lib.write_spec(workdir, {
+      "dataset": info.name, "model": config.model,
+      "model_kwargs": dict(config.get("model_kwargs", {})),
+      "head_widths": list(config.head_widths), "step": int(state.step)})
+  # Embedding quality with every training label (the labels' only use).
+  train, test = data.dataset.train, data.dataset.test
+  embed = lambda examples: _embed(setup.model, state.params, state.model_state, examples,
+                                  config, mesh)
+  train_embedding, test_embedding = embed(train), embed(test)
+  knn = probes.knn_predict(train_embedding, train.labels, test_embedding, info.num_classes)
+  linear = probes.linear_probe(train_embedding, train.labels, test_embedding,
+                               info.num_classes).argmax(1)
+  results = {"step": int(state.step),
+             "test": {"knn_accuracy": float(np.mean(knn == test.labels)),
+                      "linear_accuracy": float(np.mean(linear == test.labels))},
+             # Of this process's run only: a resumed run counts its last part.
+             "train_minutes": minutes,
+             "images_per_second": 2 * config.batch_size * config.num_steps / (60 * minutes)}
+  MetricWriter(workdir).write(results["step"], "test", results["test"])
+  _write_results(workdir, results)
+  return results
+
+
+def _stage(config: ml_collections.ConfigDict, overrides) -> ml_collections.ConfigDict:
+  """`config` with a stage's overrides (e.g. `config.finetune`) on top."""
+  stage = ml_collections.ConfigDict(config.to_dict())
+  for key, value in overrides.items():
+    stage[key] = value
+  return stage
+
+
+def _write_results(workdir: str, results: dict) -> None:
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "results.json"), "w") as f:
+      json.dump(results, f, indent=2)
+
+
+def _num_parameters(model, info) -> int:
+  sample = jnp.zeros((1, *info.input_shape), jnp.float32)
+  shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), sample)["params"])
+  return int(sum(np.prod(leaf.shape) for leaf in jax.tree.leaves(shapes)))
+
+
+def simclrv2(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Pretrain (or `init_from`) -> probes -> fine-tune -> distill; test metrics."""
+  pretrain_dir = config.get("init_from") or os.path.join(workdir, "pretrain")
+  if config.get("init_from"):
+    pretrained_lib.load(pretrain_dir, dataset=config.dataset)  # fail before training
+  elif pretrain(_stage(config, config.pretrain), pretrain_dir).get("preempted"):
+    return {"preempted": True}
+  pretrained = pretrained_lib.load(pretrain_dir, dataset=config.dataset)
+  data = trainer.load_data(config)
+  info = data.dataset.info
+  mesh = parallel.make_mesh()
+  train, test = data.dataset.train, data.dataset.test
+  labeled = train.take(data.split.labeled)
+  writer = MetricWriter(workdir)
+
+  # ---- Probes of the frozen encoder, fitted on the labeled examples alone.
+  encoder = pretrained.encoder()
+  embed = lambda examples: _embed(encoder, pretrained.params, pretrained.model_state,
+                                  examples, config, mesh)
+  labeled_embedding, test_embedding = embed(labeled), embed(test)
+  accuracy = lambda predicted: {"accuracy": float(np.mean(predicted == test.labels))}
+  results = {
+      "linear_test": accuracy(probes.linear_probe(
+          labeled_embedding, labeled.labels, test_embedding, info.num_classes).argmax(1)),
+      "knn_test": accuracy(probes.knn_predict(
+          labeled_embedding, labeled.labels, test_embedding, info.num_classes,
+          k=config.knn_k))}
+
+  def test_metrics(model, state, stage_config):
+    return trainer.evaluate(stage_config, evaluate_lib.make_predict_fn(model), state,
+                            test, mesh)
+
+  # ---- Fine-tuning from the first layer of the projection head.
+  finetune_config = _stage(config, config.finetune)
+  teacher_model = pretrained.finetune_model(info.num_classes)
+  teacher_state = trainer.fit(finetune_config, os.path.join(workdir, "finetune"),
+                              trainer.supervised_setup(finetune_config, data, mesh),
+                              teacher_model, info, mesh, data.validation, pretrained)
+  if teacher_state is None:
+    return {"preempted": True}
+  results["finetune_test"] = test_metrics(teacher_model, teacher_state, finetune_config)
+
+  # ---- Distillation on the unlabeled pool, into two students.
+  distill_config = _stage(config, config.distill)
+  # SimCLRv2's eq. 2: cross-entropy to the teacher at temperature τ, no τ².
+  kd = get_distill_method("kd", temperature=config.distill_temperature, scale_by_t2=False,
+                          labeled_weight=config.distill_labeled_weight)
+  teacher = distill_training.Frozen(teacher_model, teacher_state)
+  students = {
+      "self_distill": pretrained.finetune_model(info.num_classes),
+      "distill_small": models.SimCLRNet(
+          models.get_model(pretrained.spec["model"], 0, **config.student_model_kwargs),
+          head_widths=(config.student_head_width,), num_classes=info.num_classes)}
+  for name, student_model in students.items():
+    setup = distill_training.distillation_setup(distill_config, data, mesh, kd, teacher,
+                                                None, data.split.unlabeled)
+    state = trainer.fit(distill_config, os.path.join(workdir, name), setup,
+                        student_model, info, mesh, data.validation)
+    if state is None:
+      return {"preempted": True}
+    results[f"{name}_test"] = test_metrics(student_model, state, distill_config)
+  results["parameters"] = {name: _num_parameters(model, info) for name, model in
+                           (("teacher", teacher_model), *students.items())}
+  results["test"] = results["self_distill_test"]
+  for key, value in results.items():
+    if key.endswith("_test"):
+      writer.write(0, key, value)
+  _write_results(workdir, results)
+  return results
