@@ -11,7 +11,9 @@ command, e.g.:
       --common=dataset=adult --seeds=0,1,2 --metric=test.auc \
       --output=results/llp_adult.md
 
-`--rows` and `--columns` list config arguments (`key=value`, several joined
+`--metric` names one or more dotted keys of results.json; with several, each
+row appears once per key (e.g. the stages of a pipeline run). `--rows` and
+`--columns` list config arguments (`key=value`, several joined
 with `+`); each cell runs `config.py:common,row,column,seed=S`. `--skip` names
 cells left out of a grid (`row@column`, shown as "—"), `--parallel` runs that
 many cells at once. A cell's workdir records the config it runs
@@ -42,7 +44,9 @@ _ROWS = flags.DEFINE_list("rows", None, "Row arguments; '+' joins several.")
 _COLUMNS = flags.DEFINE_list("columns", [""], "Column arguments; '+' joins several.")
 _COMMON = flags.DEFINE_string("common", "", "Arguments shared by every run.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds per cell.")
-_METRIC = flags.DEFINE_string("metric", "test.accuracy", "Dotted key into results.json.")
+_METRIC = flags.DEFINE_list("metric", ["test.accuracy"],
+                            "Dotted keys into results.json; with several, each row "
+                            "is shown once per key (a pipeline's stages).")
 _SCALE = flags.DEFINE_float("scale", 1.0, "Multiply the metric (100 for percent).")
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write the table to.")
 _SKIP = flags.DEFINE_list("skip", [], "Cells to leave out, as row@column.")
@@ -115,21 +119,24 @@ def main(argv):
                for row, column in cells for seed in _SEEDS.value}
     results = {key: future.result() for key, future in futures.items()}
 
-  header = [""] + [c or _METRIC.value for c in _COLUMNS.value]
+  metrics = ", ".join(_METRIC.value)
+  header = [""] + [c or metrics for c in _COLUMNS.value]
   lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
   for row in _ROWS.value:
-    entries = []
-    for column in _COLUMNS.value:
-      if (row, column) not in cells:
-        entries.append("—")
-        continue
-      values = [_SCALE.value * lookup(results[row, column, s], _METRIC.value)
-                for s in _SEEDS.value]
-      entries.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}")
-    lines.append(f"| {row} | " + " | ".join(entries) + " |")
+    for metric in _METRIC.value:
+      entries = []
+      for column in _COLUMNS.value:
+        if (row, column) not in cells:
+          entries.append("—")
+          continue
+        values = [_SCALE.value * lookup(results[row, column, s], metric)
+                  for s in _SEEDS.value]
+        entries.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}")
+      label = row if len(_METRIC.value) == 1 else f"{row}: {metric}"
+      lines.append(f"| {label} | " + " | ".join(entries) + " |")
   command = " ".join(["python -m experiments.sweep"] + sys.argv[1:])
   table = "\n".join(lines)
-  text = (f"{table}\n\n{_METRIC.value}, mean ± std over seeds {','.join(_SEEDS.value)}. "
+  text = (f"{table}\n\n{metrics}, mean ± std over seeds {','.join(_SEEDS.value)}. "
           f"Regenerate with:\n\n    {command}\n")
   print(text)
   if _OUTPUT.value:

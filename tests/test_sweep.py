@@ -19,7 +19,7 @@ def test_sweep_writes_a_table_from_results(tmp_path):
         cwd=REPO, check=True, capture_output=True, timeout=300)
     text = output.read_text()
     rows = [l for l in text.splitlines() if l.startswith("| num_labels")]
-    assert len(rows) == 2 and "python -m experiments.sweep" in text
+    assert len(rows) == 2 * len(metric.split(",")) and "python -m experiments.sweep" in text
     return [float(r.split("|")[2].split("±")[0]) for r in rows]
 
   assert all(0.5 < auc <= 1.0 for auc in sweep_column("test.auc"))
@@ -29,6 +29,11 @@ def test_sweep_writes_a_table_from_results(tmp_path):
   # A second table from the same runs reuses them (no retraining).
   assert all(0 < minutes < 5 for minutes in sweep_column("sweep.wall_minutes"))
   assert [p.stat().st_mtime_ns for p in results] == finished
+  # Several metrics: each row once per metric, in the order given.
+  auc_200, accuracy_200, auc_all, _ = sweep_column("test.auc,test.accuracy")
+  assert "| num_labels=200: test.accuracy |" in output.read_text()
+  assert [auc_200, auc_all] == sweep_column("test.auc")
+  assert 0.5 < accuracy_200 < 1.0 and accuracy_200 != auc_200
   # The same workdir with other settings is refused, not silently reused.
   other = subprocess.run(
       [sys.executable, "-m", "experiments.sweep",

@@ -25,8 +25,8 @@ from experiments.configs import common
 
 
 def get_config(arg=None):
-  args = common.parse_arg(arg, dataset="fashion_mnist", seed=0, num_steps=3000,
-                          batch_size=256, temperature=0.2, learning_rate=None,
+  args = common.parse_arg(arg, dataset="fashion_mnist", seed=0, num_steps=5000,
+                          batch_size=256, temperature=0.5, learning_rate=1.0,
                           crop_scale=0.2)
   config = common.base_config()
   config.method = "simclr"
@@ -41,8 +41,7 @@ def get_config(arg=None):
   config.temperature = args.temperature
   config.optimizer = dict(
       name="lars", weight_decay=1e-6, momentum=0.9, schedule="cosine",
-      learning_rate=(0.3 * args.batch_size / 256 if args.learning_rate is None
-                     else args.learning_rate),
+      learning_rate=args.learning_rate,
       warmup_steps=max(1, args.num_steps // 10))
   # SimCLR's views (labeljax.augment.simclr_augment).
   config.crop_scale = (args.crop_scale, 1.0)

@@ -146,6 +146,8 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
   linear = probes.linear_probe(train_embedding, train.labels, test_embedding,
                                info.num_classes).argmax(1)
   results = {"step": int(state.step),
+             # The monitor's last value: what a user would select settings on.
+             "validation": setup.monitor(state),
              "test": {"knn_accuracy": float(np.mean(knn == test.labels)),
                       "linear_accuracy": float(np.mean(linear == test.labels))},
              # Of this process's run only: a resumed run counts its last part.
