@@ -12,8 +12,8 @@ command, e.g.:
       --output=results/llp_adult.md
 
 `--metric` names one or more dotted keys of results.json; with several, each
-row appears once per key (e.g. the stages of a pipeline run). `--rows` and
-`--columns` list config arguments (`key=value`, several joined
+row appears once per key (e.g. the stages of a pipeline run), and without
+`--rows` the keys are the rows. `--rows` and `--columns` list config arguments (`key=value`, several joined
 with `+`); each cell runs `config.py:common,row,column,seed=S`. `--skip` names
 cells left out of a grid (`row@column`, shown as "—"), `--parallel` runs that
 many cells at once. A cell's workdir records the config it runs
@@ -40,7 +40,7 @@ from absl import flags
 
 _CONFIG = flags.DEFINE_string("config", None, "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root of the runs' workdirs.")
-_ROWS = flags.DEFINE_list("rows", None, "Row arguments; '+' joins several.")
+_ROWS = flags.DEFINE_list("rows", [""], "Row arguments; '+' joins several.")
 _COLUMNS = flags.DEFINE_list("columns", [""], "Column arguments; '+' joins several.")
 _COMMON = flags.DEFINE_string("common", "", "Arguments shared by every run.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds per cell.")
@@ -51,7 +51,7 @@ _SCALE = flags.DEFINE_float("scale", 1.0, "Multiply the metric (100 for percent)
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write the table to.")
 _SKIP = flags.DEFINE_list("skip", [], "Cells to leave out, as row@column.")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs to train at once.")
-flags.mark_flags_as_required(["config", "workdir", "rows"])
+flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run_name(*parts: str) -> str:
@@ -132,7 +132,8 @@ def main(argv):
         values = [_SCALE.value * lookup(results[row, column, s], metric)
                   for s in _SEEDS.value]
         entries.append(f"{np.mean(values):.3f} ± {np.std(values):.3f}")
-      label = row if len(_METRIC.value) == 1 else f"{row}: {metric}"
+      show_metric = len(_METRIC.value) > 1 or not row
+      label = ": ".join(filter(None, (row, metric if show_metric else "")))
       lines.append(f"| {label} | " + " | ".join(entries) + " |")
   command = " ".join(["python -m experiments.sweep"] + sys.argv[1:])
   table = "\n".join(lines)

@@ -376,7 +376,9 @@ def make_views(kind: str, config: ml_collections.ConfigDict):
 def _resized_crop(key: jax.Array, image: jax.Array, scale: tuple[float, float],
                   log_ratio: tuple[float, float]) -> jax.Array:
   """A crop of area fraction U(scale) and log aspect U(log_ratio), resized
-  (bilinear) back to the image size; the crop lies inside the image."""
+  (bilinear) back to the image size. Its height and width are each clipped to
+  the image's, so a large area at an extreme aspect gives a smaller crop than
+  drawn (torchvision redraws instead); the crop lies inside the image."""
   height, width, _ = image.shape
   area_key, ratio_key, y_key, x_key = jax.random.split(key, 4)
   area = jax.random.uniform(area_key, (), minval=scale[0], maxval=scale[1])

@@ -76,6 +76,14 @@ def host_to_global(local_tree, mesh: Mesh):
       local_tree)
 
 
+def barrier(name: str) -> None:
+  """Waits until every process gets here (e.g. after process 0 wrote a file
+  the others read); nothing to wait for in a single process."""
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    multihost_utils.sync_global_devices(name)
+
+
 def global_to_host(tree):
   """Fetches global arrays to every process as full numpy arrays."""
   if jax.process_count() == 1:

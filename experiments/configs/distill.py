@@ -28,6 +28,9 @@ first student distilled without weights (the paper's signal) instead of by
 the teacher's confidence; it trains that reference student first.
 """
 
+import hashlib
+import os
+
 from experiments.configs import common
 
 
@@ -69,8 +72,8 @@ def get_config(arg=None):
   config.teacher_dir = config.labels_only_student_dir = None
   if args.teacher_cache:  # Also shares the active methods' label-only student.
     key = f"{args.teacher_cache}/{args.dataset}_labels{args.num_labels}_seed{args.seed}"
-    if args.init_from:
-      key += "_from_" + args.init_from.strip("/").replace("/", "_")
+    if args.init_from:  # one cache entry per pretrained encoder
+      key += "_from_" + hashlib.sha1(os.path.abspath(args.init_from).encode()).hexdigest()[:12]
     config.teacher_dir = f"{key}_steps{args.teacher_steps}"
     config.labels_only_student_dir = f"{key}_student_steps{args.num_steps}"
   config.num_steps = args.num_steps

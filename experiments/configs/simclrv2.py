@@ -13,7 +13,7 @@ Stages (labeljax/selfsup/training.py), each resumable in its own directory:
 4. `self_distill/`, `distill_small/`: students of the teacher's architecture
    and a narrower one (widths 8/16/32, head 128: about 4x fewer parameters),
    from random initialisation, trained on the unlabeled pool with the
-   teacher's soft labels at temperature `temperature` (SimCLRv2 eq. 2; the
+   teacher's soft labels at temperature `distill_temperature` (SimCLRv2 eq. 2; the
    teacher labels the same weak view the student sees) and, with weight
    `labeled_weight`, the labels.
 
@@ -29,7 +29,8 @@ from experiments.configs import simclr
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset="fashion_mnist", num_labels=100, seed=0,
                           init_from="", pretrain_steps=6000, finetune_steps=500,
-                          distill_steps=1500, temperature=1.0, labeled_weight=0.0)
+                          distill_steps=1500, distill_temperature=1.0,
+                          labeled_weight=0.0)
   config = common.base_config()
   config.method = "simclrv2"
   config.dataset = args.dataset
@@ -51,7 +52,7 @@ def get_config(arg=None):
       optimizer=dict(name="adamw", learning_rate=1e-3, weight_decay=1e-4,
                      schedule="cosine", warmup_steps=0),
       log_every=100, eval_every=500, checkpoint_every=500)
-  config.distill_temperature = args.temperature
+  config.distill_temperature = args.distill_temperature
   config.distill_labeled_weight = args.labeled_weight
   config.student_model_kwargs = dict(widths=(8, 16, 32), embedding_dim=64)
   config.student_head_width = 128

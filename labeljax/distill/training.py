@@ -271,6 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = MetricWriter(workdir)
   make = lambda name, kwargs: models.get_model(name, info.num_classes, **kwargs)
   if pretrained is not None:
+    pretrained_lib.warn_if_model_differs(pretrained, config.teacher_model,
+                                         config.get("teacher_model_kwargs", {}))
     teacher_model = pretrained.finetune_model(info.num_classes)
   else:
     teacher_model = make(config.teacher_model, config.get("teacher_model_kwargs", {}))

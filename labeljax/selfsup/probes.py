@@ -3,8 +3,9 @@ r"""Evaluation of a frozen embedding by its labeled neighbours or a linear model
 * `knn_predict`: weighted kNN (Wu et al., 2018): the k most cosine-similar
   labeled examples vote for their class with weight exp(s / T).
 * `linear_probe`: multinomial logistic regression on standardized
-  embeddings, L2 penalty λ/2·‖W‖², fitted to convergence by L-BFGS, as
-  SimCLR's linear evaluation (there by SGD on the full training set).
+  embeddings, L2 penalty λ/2·‖W‖², fitted by a fixed number of L-BFGS
+  iterations (200 by default), as SimCLR's linear evaluation (there by SGD on
+  the full training set).
 
 Both see only the labeled examples they are given; the queries' labels score
 the predictions and nothing else.
@@ -16,6 +17,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
+
+def _check_labels(labels: np.ndarray, num_classes: int) -> None:
+  if len(labels) and not 0 <= labels.min() <= labels.max() < num_classes:
+    raise ValueError(f"Labels must be in [0, {num_classes}), got range "
+                     f"[{labels.min()}, {labels.max()}].")
 
 
 def _unit(x):
@@ -42,6 +49,7 @@ def knn_predict(bank: np.ndarray, bank_labels: np.ndarray, queries: np.ndarray,
                      f"and {queries.shape}.")
   if len(bank_labels) != len(bank):
     raise ValueError(f"{len(bank_labels)} bank labels for {len(bank)} bank rows.")
+  _check_labels(bank_labels, num_classes)
   k = min(k, len(bank))
   unit_bank = _unit(jnp.asarray(bank, jnp.float32))
   labels = jnp.asarray(bank_labels, jnp.int32)
@@ -79,6 +87,7 @@ def linear_probe(train: np.ndarray, train_labels: np.ndarray, queries: np.ndarra
   if train.ndim != 2 or queries.ndim != 2 or train.shape[1] != queries.shape[1]:
     raise ValueError(f"train and queries must be [N, D] and [Q, D], got {train.shape} "
                      f"and {queries.shape}.")
+  _check_labels(train_labels, num_classes)
   mean, std = train.mean(0), train.std(0) + 1e-6
   standardize = lambda x: jnp.asarray((x - mean) / std, jnp.float32)
   w, b = _fit_logistic(standardize(train), jnp.asarray(train_labels, jnp.int32),

@@ -14,7 +14,7 @@ kNN and linear-probe test accuracies with every training label.
 `simclrv2(config, workdir)` (`method=simclrv2`), each stage with its own
 checkpoint directory, so a killed run resumes the stage it was in:
 
-1. `pretrain/`: as above (`config.pretrain` overrides), or none when
+1. `pretrain/`: as above (`config.pretrain`, a simclr.py config), or none when
    `config.init_from` names a finished pretraining workdir;
 2. probes of the frozen encoder on the label budget: linear and kNN;
 3. `finetune/`: the encoder and the first layer of the projection head, then
@@ -47,6 +47,7 @@ from labeljax.distill import get_method as get_distill_method
 from labeljax.distill import training as distill_training
 from labeljax.selfsup import probes
 from labeljax.selfsup.simclr import nt_xent_loss
+from labeljax.train import checkpoint
 from labeljax.train import evaluate as evaluate_lib
 from labeljax.train import pretrained as pretrained_lib
 from labeljax.train import trainer
@@ -62,12 +63,6 @@ def _views_kwargs(config) -> dict:
 def pretraining_pool(data: trainer.Data) -> np.ndarray:
   """Training indices SimCLR learns from: all but the validation examples."""
   return np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
-
-
-def _embed(model, params, model_state, examples, config, mesh) -> np.ndarray:
-  predict = evaluate_lib.make_predict_fn(model)
-  return evaluate_lib.predict_split(predict, params, model_state, examples,
-                                    config.eval_batch_size, mesh)[1]
 
 
 def simclr_setup(config: ml_collections.ConfigDict, data: trainer.Data,
@@ -113,8 +108,8 @@ def simclr_setup(config: ml_collections.ConfigDict, data: trainer.Data,
   def monitor(state):
     if not len(data.validation):
       return {}
-    embed = lambda examples: _embed(model, state.params, state.model_state, examples,
-                                    config, mesh)
+    embed = lambda examples: evaluate_lib.embed(model, state.params, state.model_state,
+                                                examples, config.eval_batch_size, mesh)
     predicted = probes.knn_predict(embed(bank), bank.labels, embed(data.validation),
                                    info.num_classes)
     return {"knn_accuracy": float(np.mean(predicted == data.validation.labels))}
@@ -128,19 +123,21 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
   info = data.dataset.info
   mesh = parallel.make_mesh()
   setup = simclr_setup(config, data, mesh)
+  first_step = checkpoint.latest_step(workdir)
   start = time.perf_counter()
   state = trainer.fit(config, workdir, setup, setup.model, info, mesh)
   if state is None:
     return {"preempted": True}
   minutes = (time.perf_counter() - start) / 60.0
+  trained_here = config.num_steps - first_step
   pretrained_lib.write_spec(workdir, {
       "dataset": info.name, "model": config.model,
       "model_kwargs": dict(config.get("model_kwargs", {})),
       "head_widths": list(config.head_widths), "step": int(state.step)})
   # Embedding quality with every training label (the labels' only use).
   train, test = data.dataset.train, data.dataset.test
-  embed = lambda examples: _embed(setup.model, state.params, state.model_state, examples,
-                                  config, mesh)
+  embed = lambda examples: evaluate_lib.embed(setup.model, state.params, state.model_state,
+                                              examples, config.eval_batch_size, mesh)
   train_embedding, test_embedding = embed(train), embed(test)
   knn = probes.knn_predict(train_embedding, train.labels, test_embedding, info.num_classes)
   linear = probes.linear_probe(train_embedding, train.labels, test_embedding,
@@ -149,12 +146,20 @@ def pretrain(config: ml_collections.ConfigDict, workdir: str) -> dict:
              # The monitor's last value: what a user would select settings on.
              "validation": setup.monitor(state),
              "test": {"knn_accuracy": float(np.mean(knn == test.labels)),
-                      "linear_accuracy": float(np.mean(linear == test.labels))},
-             # Of this process's run only: a resumed run counts its last part.
-             "train_minutes": minutes,
-             "images_per_second": 2 * config.batch_size * config.num_steps / (60 * minutes)}
+                      "linear_accuracy": float(np.mean(linear == test.labels))}}
+  speed_keys = ("train_minutes", "steps_trained", "images_per_second")
+  if trained_here:
+    # This process's share (a resumed run counts from where it resumed): wall
+    # time of the train loop, monitor evaluations included.
+    results.update(train_minutes=minutes, steps_trained=trained_here,
+                   images_per_second=2 * config.batch_size * trained_here / (60 * minutes))
+  elif os.path.exists(os.path.join(workdir, "results.json")):
+    with open(os.path.join(workdir, "results.json")) as f:  # a finished run, reopened
+      previous = json.load(f)
+    results.update({key: previous[key] for key in speed_keys if key in previous})
   MetricWriter(workdir).write(results["step"], "test", results["test"])
   _write_results(workdir, results)
+  parallel.barrier("simclr_pretrained")  # others may load the encoder next
   return results
 
 
@@ -181,10 +186,14 @@ def _num_parameters(model, info) -> int:
 def simclrv2(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Pretrain (or `init_from`) -> probes -> fine-tune -> distill; test metrics."""
   pretrain_dir = config.get("init_from") or os.path.join(workdir, "pretrain")
-  if config.get("init_from"):
-    pretrained_lib.load(pretrain_dir, dataset=config.dataset)  # fail before training
-  elif pretrain(_stage(config, config.pretrain), pretrain_dir).get("preempted"):
-    return {"preempted": True}
+  if not config.get("init_from") and not os.path.exists(
+      os.path.join(pretrain_dir, "results.json")):
+    # The run's data settings hold for its pretraining stage too.
+    shared = {key: config.get(key) for key in ("dataset", "seed", "data_dir",
+                                               "raw_data_dir", "num_data_shards",
+                                               "eval_batch_size")}
+    if pretrain(_stage(config.pretrain, shared), pretrain_dir).get("preempted"):
+      return {"preempted": True}
   pretrained = pretrained_lib.load(pretrain_dir, dataset=config.dataset)
   data = trainer.load_data(config)
   info = data.dataset.info
@@ -194,9 +203,7 @@ def simclrv2(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = MetricWriter(workdir)
 
   # ---- Probes of the frozen encoder, fitted on the labeled examples alone.
-  encoder = pretrained.encoder()
-  embed = lambda examples: _embed(encoder, pretrained.params, pretrained.model_state,
-                                  examples, config, mesh)
+  embed = lambda examples: pretrained.embed(examples, config.eval_batch_size, mesh)
   labeled_embedding, test_embedding = embed(labeled), embed(test)
   accuracy = lambda predicted: {"accuracy": float(np.mean(predicted == test.labels))}
   results = {

@@ -41,6 +41,14 @@ class Checkpointer:
     self.manager.close()
 
 
+def latest_step(workdir: str) -> int:
+  """The step of the newest checkpoint in `workdir` (0 if none), without opening it."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return 0
+  return max(ocp.utils.checkpoint_steps(directory), default=0)
+
+
 class SigtermFlag:
   """Records SIGTERM (a preemption notice) so the loop can save and stop."""
 

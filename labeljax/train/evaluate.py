@@ -44,6 +44,13 @@ def predict_split(predict_fn, params, model_state: Any, examples: Examples,
   return np.concatenate(logits), np.concatenate(embeddings), np.concatenate(labels)
 
 
+def embed(model: nn.Module, params, model_state: Any, examples: Examples,
+          batch_size: int, mesh) -> np.ndarray:
+  """`model`'s embedding of every example of `examples`, in order."""
+  return predict_split(make_predict_fn(model), params, model_state, examples,
+                       batch_size, mesh)[1]
+
+
 def evaluate(predict_fn, params, model_state, examples: Examples, batch_size: int,
              mesh) -> dict[str, float]:
   logits, _, labels = predict_split(predict_fn, params, model_state, examples,

@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from labeljax import models
+from labeljax.train import evaluate as evaluate_lib
 
 SPEC_FILE = "pretrained.json"
 
@@ -32,11 +33,16 @@ class Pretrained(NamedTuple):
   params: Any
   model_state: Any
 
-  def encoder(self) -> models.SimCLRNet:
-    """The pretraining network: its `embedding` is the representation h."""
+  def pretraining_model(self) -> models.SimCLRNet:
+    """The network as pretrained: its `embedding` is the representation h."""
     return models.SimCLRNet(
         models.get_model(self.spec["model"], 0, **self.spec["model_kwargs"]),
         head_widths=tuple(self.spec["head_widths"]))
+
+  def embed(self, examples, batch_size: int, mesh) -> np.ndarray:
+    """The representation h of every example, in order ([N, embedding_dim])."""
+    return evaluate_lib.embed(self.pretraining_model(), self.params, self.model_state,
+                              examples, batch_size, mesh)
 
   def finetune_model(self, num_classes: int, head_layers: int = 1) -> models.SimCLRNet:
     """The encoder, the first `head_layers` layers of the head, a new classifier."""
@@ -47,6 +53,20 @@ class Pretrained(NamedTuple):
     return models.SimCLRNet(
         models.get_model(self.spec["model"], 0, **self.spec["model_kwargs"]),
         head_widths=widths[:head_layers], num_classes=num_classes)
+
+
+def warn_if_model_differs(pretrained: Pretrained, model: str,
+                          model_kwargs: dict[str, Any]) -> None:
+  """Logs that `init_from` decides the architecture when the config names another."""
+  same_kwargs = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+                 for k, v in dict(model_kwargs).items()} == {
+                     k: tuple(v) if isinstance(v, (list, tuple)) else v
+                     for k, v in pretrained.spec["model_kwargs"].items()}
+  if model != pretrained.spec["model"] or not same_kwargs:
+    logging.warning("init_from: the model is the pretrained %s %s with its first head "
+                    "layer and a new classifier; the config's model %s %s is not used.",
+                    pretrained.spec["model"], pretrained.spec["model_kwargs"], model,
+                    dict(model_kwargs))
 
 
 def write_spec(workdir: str, spec: dict[str, Any]) -> None:
@@ -73,8 +93,7 @@ def load(workdir: str, dataset: str | None = None) -> Pretrained:
   state = restore_on_host(os.path.join(workdir, "checkpoints"))
   if state is None:
     raise FileNotFoundError(f"init_from={workdir!r} has no checkpoint.")
-  params = state["ema_params"] if spec.get("use_ema") else state["params"]
-  return Pretrained(spec, params, state["model_state"])
+  return Pretrained(spec, state["params"], state["model_state"])
 
 
 def restore_on_host(directory: str, step: int | None = None) -> dict | None:

@@ -219,6 +219,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       raise ValueError(f"{config.method} builds its own model; it cannot start from "
                        "init_from.")
     # The pretrained encoder with its first head layer and a new classifier.
+    pretrained_lib.warn_if_model_differs(pretrained, config.model,
+                                         config.get("model_kwargs", {}))
     model = pretrained.finetune_model(info.num_classes)
   else:
     if info.kind != "image" and config.model in models.IMAGE_MODELS:
