@@ -19,7 +19,18 @@ Stages (labeljax/selfsup/training.py), each resumable in its own directory:
 
 `results.json`: `linear_test`, `knn_test`, `finetune_test`,
 `self_distill_test`, `distill_small_test`, `test` (= self-distilled), and the
-parameter counts. Figures: results/simclr_*.md.
+parameter counts.
+
+Results on the 2-core CPU, 100 labels, mean of seeds 0-2 from the encoder of
+experiments/tables/simclr.sh (results/simclrv2_*.md), test accuracy %:
+
+| data set      | linear | kNN  | fine-tuned | self-distilled | narrow student |
+| ------------- | ------ | ---- | ---------- | -------------- | -------------- |
+| fashion_mnist | 70.1   | 64.3 | 72.1       | 72.8           | 72.3           |
+| mnist         | 91.0   | 80.2 | 93.1       | 93.8           | 93.7           |
+
+About 9 minutes a run with two runs side by side (1 minute fine-tuning, 4
+minutes per student).
 """
 
 from experiments.configs import common
