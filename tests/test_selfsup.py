@@ -201,7 +201,8 @@ def _simclr_config(**overrides):
   config.head_widths = (16, 16, 8)
   config.num_validation = 100
   config.monitor_bank = 200
-  config.log_every = config.eval_every = config.checkpoint_every = 10
+  config.log_every = config.eval_every = 10
+  config.checkpoint_every = 5
   for key, value in overrides.items():
     config[key] = value
   return config
@@ -332,29 +333,28 @@ def _run_until(config, workdir, kill_at, log):
 
 
 @requires_raw_data
-def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(tmp_path):
-  config = _simclr_config(num_steps=40, crop_scale=(0.5, 1.0))
+def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(pretrained_dir, tmp_path):
+  # The uninterrupted run is the fixture's: the same config on 4 devices.
+  config = _simclr_config()
   log = tmp_path / "log.txt"
-  assert _run_until(config, str(tmp_path / "whole"), -1, log) == 0, log.read_text()
-  assert _run_until(config, str(tmp_path / "killed"), 25, log) == -9, log.read_text()
-  steps = ocp.CheckpointManager(str(tmp_path / "killed" / "checkpoints")).all_steps()
-  assert 0 < max(steps) < 40, steps  # killed between two checkpoints
-  assert _run_until(config, str(tmp_path / "killed"), -1, log) == 0, log.read_text()
+  assert _run_until(config, str(tmp_path), 19, log) == -9, log.read_text()
+  steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
+  assert 0 < max(steps) < 20, steps  # killed between two checkpoints
+  assert _run_until(config, str(tmp_path), -1, log) == 0, log.read_text()
   assert f"Resumed from step {max(steps)}" in log.read_text()
-  results = [json.load(open(tmp_path / run / "results.json")) for run in ("whole", "killed")]
+  results = [json.load(open(os.path.join(run, "results.json")))
+             for run in (pretrained_dir, tmp_path)]
   assert results[0]["test"] == results[1]["test"]
-  states = [pretrained_lib.restore_on_host(str(tmp_path / run / "checkpoints"), 40)
-            for run in ("whole", "killed")]
+  states = [pretrained_lib.restore_on_host(os.path.join(run, "checkpoints"), 20)
+            for run in (pretrained_dir, tmp_path)]
   for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):
     np.testing.assert_array_equal(a, b)
 
 
 @requires_raw_data
-def test_simclrv2_pipeline_runs_every_stage(tmp_path):
-  # Without init_from the pipeline pretrains first (with init_from it starts
-  # from that workdir, as FixMatch does above).
-  config = simclrv2.get_config("dataset=mnist,num_labels=40,finetune_steps=10,"
-                               "distill_steps=10")
+def test_simclrv2_pipeline_runs_every_stage(pretrained_dir, tmp_path):
+  config = simclrv2.get_config(f"dataset=mnist,num_labels=40,init_from={pretrained_dir},"
+                               "finetune_steps=10,distill_steps=10")
   config.pretrain = _simclr_config()
   config.num_validation = 100
   config.student_model_kwargs = dict(widths=(2, 4, 4), embedding_dim=8)
@@ -370,8 +370,7 @@ def test_simclrv2_pipeline_runs_every_stage(tmp_path):
   assert sizes["self_distill"] == sizes["teacher"] and 2 * sizes["distill_small"] < sizes["teacher"]
   for stage in ("finetune", "self_distill", "distill_small"):
     assert (tmp_path / stage / "checkpoints").is_dir()
-  assert (tmp_path / "pretrain" / "pretrained.json").exists()
-  assert pretrained_lib.load(str(tmp_path / "pretrain"), dataset="mnist").spec["step"] == 20
+  assert not (tmp_path / "pretrain").exists()  # init_from: no pretraining stage
 
 
 def test_probes_reject_labels_out_of_range():
