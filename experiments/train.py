@@ -41,8 +41,8 @@ def main(argv):
   logging.get_absl_logger().addFilter(_quiet_orbax)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
-  from labeljax.train import trainer  # pylint: disable=g-import-not-at-top
-  trainer.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  from labeljax import methods  # pylint: disable=g-import-not-at-top
+  methods.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

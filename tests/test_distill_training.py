@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from experiments.configs import distill
-from labeljax import models, parallel
+from labeljax import methods, models, parallel
 from labeljax.distill import common, get_method
 from labeljax.distill import training as distill_training
 from labeljax.train import evaluate as evaluate_lib
@@ -80,8 +80,8 @@ def test_precomputed_teacher_labels_match_consistent_ones_without_augmentation(
   # and one that labelled each example once give the same targets: the two
   # students must match, which they only do if each batch row finds its logits.
   calls = _record_student_setups(monkeypatch)
-  consistent = trainer.train_and_evaluate(_config(), str(tmp_path / "consistent"))
-  precomputed = trainer.train_and_evaluate(_config(teacher_labels="precomputed"),
+  consistent = methods.train_and_evaluate(_config(), str(tmp_path / "consistent"))
+  precomputed = methods.train_and_evaluate(_config(teacher_labels="precomputed"),
                                            str(tmp_path / "precomputed"))
   assert calls[0]["logits"] is None
   np.testing.assert_allclose(calls[1]["logits"], _teacher_logits(calls[1]), atol=1e-5)
@@ -93,7 +93,7 @@ def test_precomputed_teacher_labels_match_consistent_ones_without_augmentation(
 
 @pytest.mark.parametrize("method", ["kd", "slam", "weighted", "noisy_student", "rad"])
 def test_pipeline_runs_every_stage(method, tmp_path):
-  results = trainer.train_and_evaluate(_config(method), str(tmp_path))
+  results = methods.train_and_evaluate(_config(method), str(tmp_path))
   assert {"teacher_test", "student_0_test", "test"} <= set(results)
   assert results["test"]["auc"] > 0.6
   if method == "rad":
@@ -142,7 +142,7 @@ def test_weighted_agreement_trains_and_reads_a_reference_student(teacher_labels,
   calls = _record_student_setups(monkeypatch)
   config = _config("weighted", teacher_labels=teacher_labels)
   config.method_kwargs.score = "agreement"
-  results = trainer.train_and_evaluate(config, str(tmp_path))
+  results = methods.train_and_evaluate(config, str(tmp_path))
   # First the reference, distilled from the teacher without weights, then the
   # weighted student, whose loss reads the frozen reference too.
   assert [c["method"].name for c in calls] == ["kd", "weighted"]
@@ -156,7 +156,7 @@ def test_weighted_agreement_trains_and_reads_a_reference_student(teacher_labels,
   # The weighted student read the reference, not the teacher: its weights
   # differ from the ones the teacher's confidence alone gives.
   confidence = _config("weighted", teacher_labels=teacher_labels)
-  trainer.train_and_evaluate(confidence, str(tmp_path / "confidence"))
+  methods.train_and_evaluate(confidence, str(tmp_path / "confidence"))
   weights = {run: [r["mean_weight"] for r in map(json.loads, open(
       tmp_path / run / "student_0" / "metrics.jsonl")) if "mean_weight" in r]
              for run in (".", "confidence")}
@@ -167,24 +167,24 @@ def test_weighted_agreement_trains_and_reads_a_reference_student(teacher_labels,
 
 def test_bad_distillation_inputs(tmp_path):
   with pytest.raises(ValueError, match="Unknown distillation method 'kdd'"):
-    trainer.train_and_evaluate(_config("kdd"), str(tmp_path))
+    methods.train_and_evaluate(_config("kdd"), str(tmp_path))
   with pytest.raises(ValueError, match="temperature must be > 0"):
-    trainer.train_and_evaluate(_config("kd", method_kwargs={"temperature": 0.0}),
+    methods.train_and_evaluate(_config("kd", method_kwargs={"temperature": 0.0}),
                                str(tmp_path))
   with pytest.raises(ValueError, match="validation set"):
-    trainer.train_and_evaluate(_config("slam", num_validation=0), str(tmp_path))
+    methods.train_and_evaluate(_config("slam", num_validation=0), str(tmp_path))
   with pytest.raises(ValueError, match="teacher_labels must be one of"):
-    trainer.train_and_evaluate(_config("kd", teacher_labels="cached"), str(tmp_path))
+    methods.train_and_evaluate(_config("kd", teacher_labels="cached"), str(tmp_path))
   with pytest.raises(ValueError, match="score='agreement' is a setting of method=weighted"):
     distill.get_config("method=kd,score=agreement")
   with pytest.raises(ValueError, match="rad spends a budget of teacher queries"):
-    trainer.train_and_evaluate(_config("rad", teacher_labels="consistent"),
+    methods.train_and_evaluate(_config("rad", teacher_labels="consistent"),
                                str(tmp_path / "rad"))
 
 
 def test_active_query_rounds_spend_exactly_the_budget(tmp_path, monkeypatch):
   calls = _record_student_setups(monkeypatch)
-  results = trainer.train_and_evaluate(_config("margin", query_rounds=3), str(tmp_path))
+  results = methods.train_and_evaluate(_config("margin", query_rounds=3), str(tmp_path))
   assert {"student_query_0_test", "student_query_2_test"} <= set(results)
   assert results["test"] == results["student_query_2_test"]
   records = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl"))
@@ -199,4 +199,4 @@ def test_active_query_rounds_spend_exactly_the_budget(tmp_path, monkeypatch):
   for call in calls:
     np.testing.assert_allclose(call["logits"], _teacher_logits(call), atol=1e-5)
   with pytest.raises(ValueError, match="query_rounds must be in"):
-    trainer.train_and_evaluate(_config("random", query_rounds=0), str(tmp_path / "bad"))
+    methods.train_and_evaluate(_config("random", query_rounds=0), str(tmp_path / "bad"))

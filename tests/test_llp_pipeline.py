@@ -12,7 +12,7 @@ from labeljax.data import random_bags
 from labeljax.llp import llp_bp
 from labeljax.llp import training as llp_training
 from labeljax.train import trainer
-from labeljax.train.trainer import train_and_evaluate
+from labeljax.methods import train_and_evaluate
 
 
 def _config(method, **overrides):

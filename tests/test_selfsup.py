@@ -16,11 +16,11 @@ import pytest
 
 from conftest import REPO_ROOT, requires_raw_data
 from experiments.configs import simclr, simclrv2, ssl
-from labeljax import augment, models, parallel
+from labeljax import augment, methods, models, parallel
 from labeljax.selfsup import nt_xent_loss, probes
 from labeljax.train import optim
 from labeljax.train import pretrained as pretrained_lib
-from labeljax.train.trainer import train_and_evaluate
+from labeljax.methods import train_and_evaluate
 
 # ---------------------------------------------------------------------------
 # NT-Xent.
@@ -307,7 +307,7 @@ _KILL_AND_RUN = textwrap.dedent("""
     import json, os, signal, sys
     from absl import logging
     from labeljax.data import pipeline
-    from labeljax.train import trainer
+    from labeljax import methods
     import ml_collections
     config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
     kill_at = int(sys.argv[3])
@@ -318,7 +318,7 @@ _KILL_AND_RUN = textwrap.dedent("""
       return original(self, step)
     pipeline.TrainLoader.local_batch = local_batch
     logging.set_verbosity(logging.INFO)
-    trainer.train_and_evaluate(config, sys.argv[2])
+    methods.train_and_evaluate(config, sys.argv[2])
     """)
 
 

@@ -8,7 +8,7 @@ from labeljax import parallel
 from labeljax.ssl import get_algorithm
 from labeljax.ssl import training as ssl_training
 from labeljax.train import trainer
-from labeljax.train.trainer import train_and_evaluate
+from labeljax.methods import train_and_evaluate
 
 
 def _config(algorithm, **overrides):

@@ -149,7 +149,7 @@ def _quick_config(**overrides):
 
 
 def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
-  results = trainer.train_and_evaluate(_quick_config(), str(tmp_path))
+  results = methods.train_and_evaluate(_quick_config(), str(tmp_path))
   assert results["step"] == 40 and results["test"]["num_examples"] == 16281
   assert results["test"]["auc"] > 0.85
   lines = [json.loads(l) for l in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -157,7 +157,7 @@ def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
   assert [l["step"] for l in train_lines] == [10, 20, 30, 40]
   assert {"loss", "steps_per_sec", "eta_min", "train_accuracy"} <= set(train_lines[0])
   # A finished workdir resumes at the end and reproduces the same metrics.
-  again = trainer.train_and_evaluate(_quick_config(), str(tmp_path))
+  again = methods.train_and_evaluate(_quick_config(), str(tmp_path))
   assert again == results
 
 
@@ -171,7 +171,7 @@ def test_nonfinite_loss_stops_training_with_a_message(tmp_path, monkeypatch):
 
   monkeypatch.setitem(methods.METHODS, "nan", inf_method)
   with pytest.raises(FloatingPointError, match="Non-finite loss or gradients before step 10"):
-    trainer.train_and_evaluate(_quick_config(method="nan"), str(tmp_path))
+    methods.train_and_evaluate(_quick_config(method="nan"), str(tmp_path))
 
 
 def test_config_docstrings_carry_commands():

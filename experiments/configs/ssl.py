@@ -24,7 +24,8 @@ from experiments.configs import common
 
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset="mnist", algorithm="fixmatch", num_labels=100,
-                          seed=0, num_steps=3000, batch_size=64, uratio=7, model="",
+                          num_labels_per_class=None, num_validation=1000, seed=0,
+                          num_steps=3000, batch_size=64, uratio=7, model="",
                           lambda_u=None, init_from="")
   config = common.base_config()
   config.method = "supervised" if args.algorithm == "supervised" else "pseudo_labeling"
@@ -34,7 +35,8 @@ def get_config(arg=None):
   config.dataset = args.dataset
   config.seed = args.seed
   config.num_labels = args.num_labels
-  config.num_validation = 1000
+  config.num_labels_per_class = args.num_labels_per_class  # overrides num_labels
+  config.num_validation = args.num_validation
   tabular = args.dataset in ("adult", "bank_marketing", "llp_bp_bank")
   # A SimCLR pretraining workdir (simclr.py): the model is then its encoder,
   # its first projection-head layer and a new classifier.

@@ -4,12 +4,13 @@
 prepares, the others wait), reads the splits through `as_data_source` (no
 TensorFlow), and for tabular data fits the preprocessing on the train split
 (its unlabeled features, validation rows included; never the test split).
-Any other name is looked up among the stock TFDS builders (cifar10, svhn, ...)
-and used when its array_record data is already prepared.
+Names added with `register_dataset` (your own arrays, see `arrays.py`) come
+first. Any other name is looked up among the stock TFDS builders (cifar10,
+svhn, ...) and used when its array_record data is already prepared.
 """
 
 import os
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
@@ -55,8 +56,30 @@ class Dataset(NamedTuple):
   validation: Examples | None = None  # only where the data set ships one
 
 
+_REGISTERED: dict[str, "Dataset | Callable[[], Dataset]"] = {}
+
+
+def register_dataset(name: str, source: "Dataset | Callable[[], Dataset]") -> None:
+  """Makes `name` a data set every method and pipeline can train on.
+
+  Args:
+    name: what `config.dataset` says; it may replace an earlier registration
+      but not a shipped data set.
+    source: a `Dataset` (e.g. `from_arrays(...)`), or a function of no
+      arguments that returns one, called at each load (for data too large to
+      keep around between runs). A multi-process run registers it in every
+      process.
+  """
+  if name in builders.OFFLINE_BUILDERS:
+    raise ValueError(f"{name!r} is a shipped data set; register yours under another name.")
+  if not (isinstance(source, Dataset) or callable(source)):
+    raise ValueError(f"register_dataset({name!r}, ...) takes a Dataset or a function "
+                     f"returning one, got {type(source).__name__}.")
+  _REGISTERED[name] = source
+
+
 def available_datasets() -> tuple[str, ...]:
-  return tuple(builders.OFFLINE_BUILDERS)
+  return (*builders.OFFLINE_BUILDERS, *_REGISTERED)
 
 
 def data_dir_or_default(data_dir: str | None) -> str:
@@ -134,12 +157,20 @@ def load_dataset(name: str, *, data_dir: str | None = None,
   """Loads every split of a data set into host memory.
 
   Args:
-    name: one of `available_datasets()` or a prepared stock TFDS data set.
+    name: one of `available_datasets()` (shipped or registered) or a stock
+      TFDS data set.
     data_dir: where prepared array_record files live (default
       $LABELJAX_DATA_DIR or ~/.cache/labeljax/tensorflow_datasets; for stock
       TFDS data sets $TFDS_DATA_DIR or ~/tensorflow_datasets).
     raw_data_dir: where the original files are (see `builders`).
   """
+  if name in _REGISTERED:
+    source = _REGISTERED[name]
+    dataset = source if isinstance(source, Dataset) else source()
+    if not isinstance(dataset, Dataset):
+      raise ValueError(f"The function registered for {name!r} returned "
+                       f"{type(dataset).__name__}, not a Dataset (see from_arrays).")
+    return dataset
   if name in builders.OFFLINE_BUILDERS:
     builder = _prepared_builder(name, data_dir_or_default(data_dir), raw_data_dir)
   else:

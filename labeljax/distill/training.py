@@ -27,7 +27,6 @@ becoming the next teacher. Active distillation repeats stages 3-4 for
 `config.query_rounds` rounds (query, train, re-select), splitting the budget.
 """
 
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -359,7 +358,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     last = f"student_{config.num_generations - 1}_test"
 
   results["test"] = results[last]
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+  trainer.write_results(workdir, results)
   return results

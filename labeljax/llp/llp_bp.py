@@ -21,7 +21,6 @@ model on held-out *validation bags* (their label proportions). Instance-level
 validation metrics are logged as `oracle_*` for analysis and never select.
 """
 
-import json
 import os
 from typing import Sequence
 
@@ -181,8 +180,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = {"step": config.num_steps, "selected_round": best["round"],
              "validation_bag_loss": best["validation_bag_loss"], "test": best["test"]}
   writer.write(config.num_rounds, "test", best["test"])
-  if jax.process_index() == 0:
-    with open(os.path.join(workdir, "results.json"), "w") as f:
-      json.dump(results, f, indent=2)
+  trainer.write_results(workdir, results)
   logging.info("LLP-BP selected round %d: %s", best["round"], best["test"])
   return results

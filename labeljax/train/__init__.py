@@ -1,7 +1,8 @@
 """The pure, data-parallel training core shared by every algorithm family.
 
-`labeljax.train.trainer.train_and_evaluate` runs a whole config; the pieces
-below are what algorithms build their losses and steps from.
+`trainer.fit` runs the train loop for a method's `Setup`; the pieces below are
+what algorithms build their losses and steps from. This package imports no
+family (`labeljax.methods.train_and_evaluate` dispatches a config).
 """
 
 from labeljax.train.state import TrainState, create_train_state

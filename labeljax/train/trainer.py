@@ -1,9 +1,10 @@
-"""`train_and_evaluate(config, workdir)`: the one trainer behind every binary.
+"""The one trainer behind every method: `fit` (the loop) and `train_single_stage`.
 
 Sections: data -> method setup -> model and state -> resume -> train step ->
-loop (log, evaluate, checkpoint, preemption) -> final evaluation. The method
-named by `config.method` (see `labeljax.methods`) supplies the loader that
-builds batches and the loss; everything else is shared.
+loop (log, evaluate, checkpoint, preemption) -> final evaluation. A method's
+setup function supplies the loader that builds batches and the loss;
+everything else is shared. The core knows no algorithm family:
+`labeljax.methods.train_and_evaluate` maps a config to its method or pipeline.
 """
 
 import functools
@@ -192,20 +193,18 @@ def evaluate(config, predict, state: TrainState, examples: datasets.Examples,
                                config.eval_batch_size, mesh)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Trains, evaluates and checkpoints; returns the final metrics.
+def train_single_stage(config: ml_collections.ConfigDict, workdir: str,
+                       make_setup: Callable[..., Setup]) -> dict:
+  """Trains `make_setup`'s method, evaluates and checkpoints; the final metrics.
 
-  Rerunning with the same `workdir` resumes from the latest checkpoint and
-  ends with exactly the metrics of an uninterrupted run.
+  `make_setup(config, data, mesh) -> Setup` is a method's setup function (see
+  `labeljax.methods`, which dispatches a config here). Rerunning with the same
+  `workdir` resumes from the latest checkpoint and ends with exactly the
+  metrics of an uninterrupted run.
   """
-  from labeljax import methods  # pylint: disable=g-import-not-at-top
-
-  if config.method in methods.PIPELINES:
-    return methods.PIPELINES[config.method](config, workdir)
   # --------------------------------------------------------------------------
   # Data and the method's loader and loss.
   # --------------------------------------------------------------------------
-  make_setup = methods.get_method(config.method)
   # Checked before the data loads: a wrong path fails at once.
   pretrained = (pretrained_lib.load(config.init_from, dataset=config.dataset)
                 if config.get("init_from") else None)
@@ -249,7 +248,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   for split_name in ("validation", "test"):
     if split_name in results:
       writer.write(results["step"], split_name, results[split_name])
+  write_results(workdir, results)
+  return results
+
+
+def write_results(workdir: str, results: dict) -> None:
+  """results.json, the file a finished run leaves (written by process 0)."""
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "results.json"), "w") as f:
       json.dump(results, f, indent=2)
-  return results
