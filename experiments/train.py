@@ -13,12 +13,14 @@ on CPU give each process one device, as XLA's CPU collectives can hang with more
 """
 
 import logging as std_logging
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from experiments.configs import resolve_config_flag
 from labeljax import parallel
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with :args).",
@@ -39,11 +41,25 @@ def _quiet_orbax(record) -> bool:
 def main(argv):
   del argv
   logging.get_absl_logger().addFilter(_quiet_orbax)
+  # "Unable to initialize backend 'tpu'" on every machine without one.
+  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   from labeljax import methods  # pylint: disable=g-import-not-at-top
   methods.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
+def _resolve_config_argv(argv: list[str]) -> list[str]:
+  """Lets `--config=experiments/configs/NAME.py` name a packaged config from
+  any directory (`--config PATH` as two arguments, too)."""
+  resolved = list(argv)
+  for i, arg in enumerate(resolved):
+    if arg.startswith("--config="):
+      resolved[i] = "--config=" + resolve_config_flag(arg.removeprefix("--config="))
+    elif arg == "--config" and i + 1 < len(resolved):
+      resolved[i + 1] = resolve_config_flag(resolved[i + 1])
+  return resolved
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, argv=_resolve_config_argv(sys.argv))

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 import optax
 import pytest
+from tensorboard.backend.event_processing import event_accumulator
 
 from experiments.configs import common, supervised
 from labeljax import methods, models, parallel
@@ -156,6 +157,13 @@ def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
   train_lines = [l for l in lines if l["split"] == "train"]
   assert [l["step"] for l in train_lines] == [10, 20, 30, 40]
   assert {"loss", "steps_per_sec", "eta_min", "train_accuracy"} <= set(train_lines[0])
+  # TensorBoard reads the same curves from the event files beside metrics.jsonl.
+  events = event_accumulator.EventAccumulator(str(tmp_path))
+  events.Reload()
+  assert [e.step for e in events.Scalars("train/loss")] == [10, 20, 30, 40]
+  np.testing.assert_allclose([e.value for e in events.Scalars("train/loss")],
+                             [l["loss"] for l in train_lines], rtol=1e-6)
+  assert events.Scalars("test/auc")[-1].value == pytest.approx(results["test"]["auc"])
   # A finished workdir resumes at the end and reproduces the same metrics.
   again = methods.train_and_evaluate(_quick_config(), str(tmp_path))
   assert again == results

@@ -381,6 +381,10 @@ class FashionMnist(_Idx28x28, skip_registration=True):
               "arXiv:1708.07747.")
 
 
+# Offline builders with a stock TFDS twin, used where the original files are
+# missing and a network is there (Colab): same images and labels, TFDS's order.
+STOCK_TFDS_NAMES = ("mnist", "fashion_mnist")
+
 OFFLINE_BUILDERS: dict[str, type[OfflineBuilder]] = {
     "adult": Adult,
     "bank_marketing": BankMarketing,

@@ -9,12 +9,18 @@ first. Any other name is looked up among the stock TFDS builders (cifar10,
 svhn, ...) and used when its array_record data is already prepared.
 """
 
+import contextlib
+import io
+import logging as std_logging
 import os
+import socket
+import time
 from typing import Callable, NamedTuple
 
 import jax
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from jax.experimental import multihost_utils
 
 from labeljax import file_lock
@@ -86,52 +92,115 @@ def data_dir_or_default(data_dir: str | None) -> str:
   return os.path.expanduser(data_dir or os.environ.get(DATA_DIR_ENV, DEFAULT_DATA_DIR))
 
 
-def _prepared_builder(name: str, data_dir: str,
-                      raw_data_dir: str | None) -> builders.OfflineBuilder:
-  """Prepares `name` once. In a multi-process run process 0 writes and the
-  others wait; of runs started together on one machine, the first to take the
-  lock writes and the others wait.
+def _drop_tfds_chatter(record: std_logging.LogRecord) -> bool:
+  """TFDS's progress notes ("Variant folder ... has no dataset_info.json",
+  "Generating dataset", "Done writing ...") go; its errors stay."""
+  return record.levelno >= std_logging.ERROR or "tensorflow_datasets" not in record.pathname
+
+
+@contextlib.contextmanager
+def _quiet_tfds():
+  """TFDS without its progress notes and prints ("Downloading and preparing
+  dataset Unknown size ..." although the offline builders download nothing)."""
+  logger = std_logging.getLogger("absl")
+  logger.addFilter(_drop_tfds_chatter)
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):
+      yield
+  finally:
+    logger.removeFilter(_drop_tfds_chatter)
+
+
+def _prepare_once(make: Callable[[], tfds.core.DatasetBuilder], name: str,
+                  data_dir: str, how: str) -> tfds.core.DatasetBuilder:
+  """Prepares `make()`'s builder once. In a multi-process run process 0
+  writes and the others wait; of runs started together on one machine, the
+  first to take the lock writes and the others wait.
 
   `data_dir` must be a filesystem every process sees.
   """
-  make = lambda: builders.OFFLINE_BUILDERS[name](data_dir=data_dir,
+  if jax.process_index() == 0:
+    os.makedirs(data_dir, exist_ok=True)
+    with file_lock.exclusive(os.path.join(data_dir, name)):
+      builder = make()  # Another run may have prepared it while this one waited.
+      if not builder.is_prepared():
+        logging.info("Preparing %s %s into %s (once).", name, how, data_dir)
+        start = time.perf_counter()
+        tfds.disable_progress_bar()
+        builder.download_and_prepare()
+        logging.info("Prepared %s in %.0f s.", name, time.perf_counter() - start)
+  if jax.process_count() > 1:
+    multihost_utils.sync_global_devices(f"prepared {name}")
+  builder = make()  # TFDS reads the split metadata when a builder is made.
+  if not builder.is_prepared():
+    raise FileNotFoundError(
+        f"Process {jax.process_index()} does not see {name} prepared under "
+        f"{data_dir}: the data dir must be shared by all processes.")
+  return builder
+
+
+def _offline_builder(name: str, data_dir: str | None,
+                     raw_data_dir: str | None) -> tfds.core.DatasetBuilder:
+  """The offline builder of `name`, prepared from its original files; where
+  they are missing (e.g. in Colab), the stock TFDS builder of the same name
+  downloads them, if there is one and a network."""
+  local_dir = data_dir_or_default(data_dir)
+  make = lambda: builders.OFFLINE_BUILDERS[name](data_dir=local_dir,
                                                  raw_data_dir=raw_data_dir)
   builder = make()
   if builder.is_prepared():
     return builder
-  builder.check_raw_files()  # Fails on every process with the same clear error.
-  if jax.process_index() == 0:
-    with file_lock.exclusive(os.path.join(data_dir, name)):
-      builder = make()  # Another run may have prepared it while this one waited.
-      if not builder.is_prepared():
-        tfds.disable_progress_bar()
-        builder.download_and_prepare()
-  if jax.process_count() > 1:
-    multihost_utils.sync_global_devices(f"prepared {name}")
-    builder = make()  # TFDS reads the split metadata when a builder is made.
-    if not builder.is_prepared():
-      raise FileNotFoundError(
-          f"Process {jax.process_index()} does not see {name} prepared under "
-          f"{data_dir}: the data dir must be shared by all processes.")
-  return builder
+  try:
+    builder.check_raw_files()  # Fails on every process with the same clear error.
+  except builders.MissingRawDataError as missing:
+    # A raw data dir given is where the files must be; without one, a machine
+    # with a network (Colab) downloads instead.
+    given = raw_data_dir or os.environ.get(builders.RAW_DATA_ENV)
+    if given or name not in builders.STOCK_TFDS_NAMES or not _has_network():
+      raise
+    try:
+      return _stock_builder(name, data_dir)
+    except (FileNotFoundError, OSError) as failed:
+      raise builders.MissingRawDataError(
+          f"{missing}\nThe stock TFDS download of {name!r} failed too: {failed}") from None
+  return _prepare_once(make, name, local_dir, "from its original files")
+
+
+def _has_network(host: str = "storage.googleapis.com", timeout: float = 3.0) -> bool:
+  """Whether TFDS's download host answers (seconds, not TFDS's minutes of retries)."""
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+    return True
+  except OSError:
+    return False
 
 
 def _stock_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
-  data_dir = data_dir or os.environ.get(STOCK_DATA_DIR_ENV)
+  """A stock TFDS data set in array_record format, downloaded and prepared
+  once where there is a network (most builders need TensorFlow to prepare:
+  pip install 'labeljax[tf]')."""
+  data_dir = os.path.expanduser(data_dir or os.environ.get(STOCK_DATA_DIR_ENV)
+                                or "~/tensorflow_datasets")
+  make = lambda: tfds.builder(name, data_dir=data_dir, file_format="array_record")
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
+    builder = make()
   except tfds.core.registered.DatasetNotFoundError:
     raise ValueError(
         f"Unknown data set {name!r}. labeljax prepares offline: "
         f"{', '.join(available_datasets())}; any stock TFDS data set (cifar10, "
-        "svhn_cropped, ...) works once prepared in array_record format.") from None
-  if not builder.is_prepared():
+        "svhn_cropped, ...) is downloaded where there is a network; your own "
+        "arrays: labeljax.data.register_dataset.") from None
+  if builder.is_prepared():
+    return builder
+  try:
+    return _prepare_once(make, name, data_dir, "from the stock TFDS download")
+  except Exception as error:  # pylint: disable=broad-except
     raise FileNotFoundError(
-        f"Stock TFDS data set {name!r} is not prepared under {builder.data_dir}. "
-        f"Prepare it where its files are (pip install 'labeljax[tf]'; "
-        f"tfds build {name} --file_format=array_record), and set "
-        f"{STOCK_DATA_DIR_ENV} (or data_dir) to that data dir.")
-  return builder
+        f"Stock TFDS data set {name!r} is not prepared under {data_dir} and could "
+        f"not be downloaded ({type(error).__name__}: {str(error)[:300]}). Prepare it "
+        f"where there is a network (pip install 'labeljax[tf]'; tfds build {name} "
+        f"--file_format=array_record) and set {STOCK_DATA_DIR_ENV} (or data_dir) "
+        "to that data dir.") from error
 
 
 def read_split(source, keys: tuple[str, ...]) -> dict[str, np.ndarray]:
@@ -171,10 +240,11 @@ def load_dataset(name: str, *, data_dir: str | None = None,
       raise ValueError(f"The function registered for {name!r} returned "
                        f"{type(dataset).__name__}, not a Dataset (see from_arrays).")
     return dataset
-  if name in builders.OFFLINE_BUILDERS:
-    builder = _prepared_builder(name, data_dir_or_default(data_dir), raw_data_dir)
-  else:
-    builder = _stock_builder(name, data_dir)
+  with _quiet_tfds():
+    if name in builders.OFFLINE_BUILDERS:
+      builder = _offline_builder(name, data_dir, raw_data_dir)
+    else:
+      builder = _stock_builder(name, data_dir)
   label_feature = builder.info.features["label"]
   splits = {s: builder.as_data_source(split=s) for s in builder.info.splits}
   if "train" not in splits or "test" not in splits:

@@ -236,18 +236,18 @@ def _query_rounds(config, workdir, data, mesh, method, student_model, teacher_mo
                   new_answers.argmax(1) == chosen_examples.labels))}
     if round_method.name == "rad":
       record["num_mistakes"] = float(share.get("num_mistakes", kwargs.get("num_mistakes")))
-    writer.write(round_index, "selection", record)
+    name = "student_0" if num_rounds == 1 else f"student_query_{round_index}"
+    writer.write(0, "selection", record, stage=name)
     in_pool_order = np.argsort(queried)
     setup = distillation_setup(config, data, mesh, round_method,
                                Frozen(teacher_model, teacher_state, answers[in_pool_order]),
                                None, pool[queried[in_pool_order]])
-    name = "student_0" if num_rounds == 1 else f"student_query_{round_index}"
     student = trainer.fit(config, os.path.join(workdir, name), setup, student_model,
                           info, mesh)
     if student is None:
       return None
     results[f"{name}_test"] = test_metrics(student_model, student)
-    writer.write(round_index, "student_test", results[f"{name}_test"])
+    writer.write(int(student.step), "student_test", results[f"{name}_test"], stage=name)
   return f"{name}_test"
 
 
@@ -301,7 +301,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   if teacher_state is None:
     return {"preempted": True}
   results = {"teacher_test": test_metrics(teacher_model, teacher_state)}
-  writer.write(0, "teacher_test", results["teacher_test"])
+  writer.write(int(teacher_state.step), "teacher_test", results["teacher_test"],
+               stage="teacher")
 
   pool = data.split.unlabeled
   if method.select_from == "student":
@@ -340,7 +341,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         selection = method.select(jax.random.key(config.seed + generation),
                                   jnp.asarray(pool_logits))
         chosen = np.asarray(selection.indices)[np.asarray(selection.valid)]
-        writer.write(generation, "selection", {"num_selected": int(len(chosen))})
+        writer.write(0, "selection", {"num_selected": int(len(chosen))},
+                     stage=f"student_{generation}")
       # ---- 4. The student.
       if precomputed:
         teacher = teacher._replace(pool_logits=teacher.pool_logits[chosen])
@@ -353,7 +355,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if student is None:
         return {"preempted": True}
       results[f"student_{generation}_test"] = test_metrics(student_model, student)
-      writer.write(generation, "student_test", results[f"student_{generation}_test"])
+      writer.write(int(student.step), "student_test", results[f"student_{generation}_test"],
+                   stage=f"student_{generation}")
       generation_teacher, generation_model = student, student_model
     last = f"student_{config.num_generations - 1}_test"
 

@@ -153,9 +153,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     result = bp_lib.run_bp(graph, config.bp_sweeps, config.bp_damping,
                            bag_factor=config.bag_factor)
     marginals = np.asarray(result.marginals)
-    writer.write(round_index, "bp", {
+    # Rows count the pipeline's training steps; each round trains num_steps.
+    stage, steps_before = f"round_{round_index}", round_index * config.num_steps
+    writer.write(steps_before, "bp", {
+        "round": round_index,
         "oracle_marginal_auc": metrics_lib.roc_auc(marginals, pool_examples.labels),
-        "sweeps": int(result.num_sweeps), "delta": float(result.delta)})
+        "sweeps": int(result.num_sweeps), "delta": float(result.delta)}, stage=stage)
 
     # ---- Train a fresh network on the pseudo-labels and bag proportions.
     targets = jnp.asarray(pseudo_label_targets(marginals, config))
@@ -172,14 +175,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  "oracle_validation_auc": metrics_lib.roc_auc(
                      val_logits[:, 1] - val_logits[:, 0], val_labels)}
     test = trainer.evaluate(config, predict, state, data.dataset.test, mesh)
-    writer.write(round_index, "round", {**selection, **{f"test_{k}": v for k, v in test.items()}})
+    writer.write(steps_before + config.num_steps, "round",
+                 {"round": round_index, **selection,
+                  **{f"test_{k}": v for k, v in test.items()}}, stage=stage)
     if best is None or selection["validation_bag_loss"] < best["validation_bag_loss"]:
       best = {"round": round_index, **selection, "test": test}
     _, representation, _ = predictions(state, pool_examples)
 
   results = {"step": config.num_steps, "selected_round": best["round"],
              "validation_bag_loss": best["validation_bag_loss"], "test": best["test"]}
-  writer.write(config.num_rounds, "test", best["test"])
+  writer.write(config.num_rounds * config.num_steps, "test", best["test"],
+               stage=f"round_{best['round']}")
   trainer.write_results(workdir, results)
   logging.info("LLP-BP selected round %d: %s", best["round"], best["test"])
   return results

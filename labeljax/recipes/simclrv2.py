@@ -122,8 +122,12 @@ def simclrv2(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results["parameters"] = {name: _num_parameters(model, info) for name, model in
                            (("teacher", teacher_model), *students.items())}
   results["test"] = results["self_distill_test"]
+  # Each stage's test metrics at the step its training ended (probes: 0).
+  stage_steps = {"finetune": finetune_config.num_steps,
+                 **{name: distill_config.num_steps for name in students}}
   for key, value in results.items():
-    if key.endswith("_test"):
-      writer.write(0, key, value)
+    if key.endswith("_test") and key != "test":
+      stage = key.removesuffix("_test")
+      writer.write(stage_steps.get(stage, 0), "test", value, stage=stage)
   trainer.write_results(workdir, results)
   return results

@@ -145,6 +145,8 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
     while step < config.num_steps:
       state, metrics = train_step(state, next(batches), train_rng)
       step += 1
+      if step == start_step + 1:
+        progress.started(step)  # the ETA leaves compilation out
       window.append(metrics)
       preempted = (sigterm is not None and sigterm.is_set()) or ckpt.reached_preemption(step)
       last = step == config.num_steps
@@ -170,6 +172,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
     if sigterm is not None:
       sigterm.restore()
     ckpt.close()
+    writer.close()
 
 
 def _summarize(window: list[dict], step: int) -> dict[str, float]:
@@ -248,6 +251,7 @@ def train_single_stage(config: ml_collections.ConfigDict, workdir: str,
   for split_name in ("validation", "test"):
     if split_name in results:
       writer.write(results["step"], split_name, results[split_name])
+  writer.close()
   write_results(workdir, results)
   return results
 
