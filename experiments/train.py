@@ -23,6 +23,11 @@ from ml_collections import config_flags
 from experiments.configs import resolve_config_flag
 from labeljax import parallel
 
+# A preempted run (SIGTERM, or JAX's preemption notice) saved a checkpoint and
+# stopped without results.json: rerun the same command to resume. 75 is
+# EX_TEMPFAIL, "try again", which schedulers and requeue scripts can test.
+PREEMPTED_EXIT_CODE = 75
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with :args).",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl, results.json.")
@@ -46,7 +51,12 @@ def main(argv):
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   from labeljax import methods  # pylint: disable=g-import-not-at-top
-  methods.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  results = methods.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  if results.get("preempted"):
+    logging.warning("Preempted: exiting with %d; rerun the same command to resume.",
+                    PREEMPTED_EXIT_CODE)
+    return PREEMPTED_EXIT_CODE
+  return 0
 
 
 def _resolve_config_argv(argv: list[str]) -> list[str]:

@@ -1,4 +1,6 @@
-"""labeljax.plotting: the shared reader of metrics.jsonl and results tables."""
+"""labeljax.plotting and metrics.jsonl: one row per (stage, step, split)."""
+
+import json
 
 import matplotlib
 import matplotlib.pyplot as plt
@@ -11,18 +13,25 @@ from labeljax.train.metric_writer import MetricWriter
 matplotlib.use("Agg")
 
 
-def test_read_metrics_keeps_one_row_per_step_and_split(tmp_path):
+def test_metrics_keep_one_row_per_step_and_split_across_a_resume(tmp_path):
   writer = MetricWriter(str(tmp_path))
   writer.write(10, "train", {"loss": 1.0})
   writer.write(20, "train", {"loss": 0.5})
   writer.write(20, "validation", {"accuracy": 0.7})
-  writer.write(20, "train", {"loss": 0.4})  # logged again after a resume
   writer.write(20, "round", {"auc": 0.9}, stage="round_0")
   writer.close()
+  assert plotting.read_metrics(str(tmp_path), stage="round_0")[0]["auc"] == 0.9
+  # A run restored at step 10 drops what it logged after; it logs it again.
+  resumed = MetricWriter(str(tmp_path), resumed_step=10)
+  assert plotting.curve(str(tmp_path), "loss")[0].tolist() == [10]
+  resumed.write(20, "train", {"loss": 0.4})
+  resumed.write(20, "train", {"loss": 0.3})  # the same row again replaces it
+  resumed.close()
+  rows = [json.loads(l) for l in open(tmp_path / "metrics.jsonl")]
+  assert [(r["step"], r["split"]) for r in rows] == [(10, "train"), (20, "train")]
   steps, losses = plotting.curve(str(tmp_path), "loss")
   np.testing.assert_array_equal(steps, [10, 20])
-  np.testing.assert_array_equal(losses, [1.0, 0.4])
-  assert plotting.read_metrics(str(tmp_path), stage="round_0")[0]["auc"] == 0.9
+  np.testing.assert_array_equal(losses, [1.0, 0.3])
   with pytest.raises(ValueError, match="no 'test' rows with 'loss'"):
     plotting.curve(str(tmp_path), "loss", split="test")
 

@@ -345,6 +345,11 @@ def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(pretrained_dir
   results = [json.load(open(os.path.join(run, "results.json")))
              for run in (pretrained_dir, tmp_path)]
   assert results[0]["test"] == results[1]["test"]
+  # One metrics row per (step, split): what the killed run logged past its
+  # checkpoint was dropped and logged again.
+  keys = [[(r["step"], r["split"]) for r in map(json.loads, open(os.path.join(run, "metrics.jsonl")))]
+          for run in (pretrained_dir, tmp_path)]
+  assert len(set(keys[1])) == len(keys[1]) and sorted(keys[0]) == sorted(keys[1])
   states = [pretrained_lib.restore_on_host(os.path.join(run, "checkpoints"), 20)
             for run in (pretrained_dir, tmp_path)]
   for a, b in zip(jax.tree.leaves(states[0]), jax.tree.leaves(states[1])):

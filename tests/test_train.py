@@ -167,6 +167,10 @@ def test_train_and_evaluate_end_to_end_and_resume(tmp_path):
   # A finished workdir resumes at the end and reproduces the same metrics.
   again = methods.train_and_evaluate(_quick_config(), str(tmp_path))
   assert again == results
+  # Reopening logged the final metrics again: they replaced the first rows.
+  keys = [(r["step"], r["split"]) for r in
+          map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())]
+  assert len(keys) == len(set(keys)) == len(lines)
 
 
 def test_nonfinite_loss_stops_training_with_a_message(tmp_path, monkeypatch):

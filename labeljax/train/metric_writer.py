@@ -1,7 +1,8 @@
 """Metrics for programs and for people, written by process 0.
 
 Every `write` appends `{"step", "split", ["stage",] **metrics}` to
-`metrics.jsonl`, adds the numbers to TensorBoard event files in the same
+`metrics.jsonl` (replacing an earlier row of the same stage, step and split,
+so a reader finds one value each, also after a resume), adds the numbers to TensorBoard event files in the same
 directory (tags `split/metric`; `tensorboard --logdir WORKDIR` shows them, no
 TensorFlow needed), and logs one line. Multi-stage pipelines (LLP-BP rounds,
 distillation students, SimCLRv2 stages) name the stage, and their steps count
@@ -18,16 +19,46 @@ from absl import logging
 from tensorboardX import SummaryWriter
 
 
-class MetricWriter:
-  """Appends metric rows to `workdir/metrics.jsonl` and TensorBoard events."""
+def _key(row: dict) -> tuple:
+  return row.get("stage"), row["step"], row["split"]
 
-  def __init__(self, workdir: str, filename: str = "metrics.jsonl"):
+
+class MetricWriter:
+  """Appends metric rows to `workdir/metrics.jsonl` and TensorBoard events.
+
+  `resumed_step`: a run restored at this step drops the rows it logged after
+  it before it was stopped; it logs those steps again.
+  """
+
+  def __init__(self, workdir: str, filename: str = "metrics.jsonl",
+               resumed_step: int | None = None):
     self.workdir = workdir
     self.path = os.path.join(workdir, filename)
     self._enabled = jax.process_index() == 0
     self._events = None  # opened at the first write: no empty event files
+    self._purge_step = None
+    self._keys = None  # (stage, step, split) of the rows in the file, read lazily
     if self._enabled:
       os.makedirs(workdir, exist_ok=True)
+      if resumed_step is not None:
+        self._rewrite(lambda row: row["step"] <= resumed_step)
+        self._purge_step = resumed_step + 1  # TensorBoard hides the stale points
+
+  def _rows(self) -> list[dict]:
+    if not os.path.exists(self.path):
+      return []
+    with open(self.path) as f:
+      return [json.loads(line) for line in f if line.strip()]
+
+  def _rewrite(self, keep) -> None:
+    """Keeps the rows for which `keep(row)`; atomic (a kill leaves either file)."""
+    rows = self._rows()
+    kept = [row for row in rows if keep(row)]
+    if len(kept) < len(rows):
+      with open(self.path + ".tmp", "w") as f:
+        f.writelines(json.dumps(row) + "\n" for row in kept)
+      os.replace(self.path + ".tmp", self.path)
+    self._keys = {_key(row) for row in kept}
 
   def write(self, step: int, split: str, metrics: dict, stage: str | None = None) -> None:
     text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
@@ -37,10 +68,16 @@ class MetricWriter:
     if not self._enabled:
       return
     row = {"step": step, "split": split, **({"stage": stage} if stage else {}), **metrics}
+    if self._keys is None:
+      self._keys = {_key(r) for r in self._rows()}
+    if _key(row) in self._keys:  # logged before (a resumed or reopened run)
+      self._rewrite(lambda r: _key(r) != _key(row))
     with open(self.path, "a") as f:
       f.write(json.dumps(row) + "\n")
+    self._keys.add(_key(row))
     if self._events is None:
-      self._events = SummaryWriter(self.workdir, flush_secs=10)
+      self._events = SummaryWriter(self.workdir, flush_secs=10,
+                                   purge_step=self._purge_step)
     prefix = f"{stage}/{split}" if stage else split
     for key, value in metrics.items():
       if isinstance(value, numbers.Real) and not isinstance(value, bool):

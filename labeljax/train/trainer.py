@@ -133,7 +133,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   # --------------------------------------------------------------------------
   # Train loop.
   # --------------------------------------------------------------------------
-  writer = MetricWriter(workdir)
+  writer = MetricWriter(workdir, resumed_step=start_step)
   progress = Progress(start_step, config.num_steps)
   # Multi-process runs learn of preemption from JAX's preemption service
   # (`reached_preemption`), which every process sees at the same step.
