@@ -15,6 +15,7 @@ from labeljax.llp import training as llp_training
 from labeljax.recipes import simclrv2
 from labeljax.selfsup import training as selfsup_training
 from labeljax.ssl import training as ssl_training
+from labeljax.train import config_checks
 from labeljax.train import trainer
 
 
@@ -53,6 +54,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   uninterrupted run. `config.dataset` names any data set `load_dataset` knows,
   including those added with `labeljax.data.register_dataset`.
   """
+  config_checks.check_config(config)  # before any data loads
   if config.method in PIPELINES:
     return PIPELINES[config.method](config, workdir)
   return trainer.train_single_stage(config, workdir, get_method(config.method))

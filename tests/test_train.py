@@ -12,6 +12,7 @@ import pytest
 from tensorboard.backend.event_processing import event_accumulator
 
 from experiments.configs import common, supervised
+from labeljax import data as data_lib
 from labeljax import methods, models, parallel
 from labeljax.data import Examples, Stream, TrainLoader
 from labeljax.train import evaluate, trainer
@@ -197,3 +198,30 @@ def test_nonfinite_features_are_rejected_before_training():
   ex.inputs[5, 1] = np.nan
   with pytest.raises(ValueError, match=r"stream 'labeled': 1 examples have NaN/inf features \(first rows \[5\]\)"):
     TrainLoader({"labeled": Stream(ex, 4)}, parallel.make_mesh(), seed=0)
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("num_steps", 0, r"config.num_steps must be >= 1 \(an integer\), got 0"),
+    ("batch_size", 0, r"config.batch_size must be >= 1 \(an integer\), got 0"),
+    ("optimizer.learning_rate", -0.1, r"config.optimizer.learning_rate must be > 0, got -0.1"),
+    ("ema_decay", 1.0, r"config.ema_decay must be in \[0, 1\), got 1.0"),
+    ("num_labels", 0, r"config.num_labels must be -1 \(every label\) or >= 1"),
+    ("pseudo_threshold", 1.5, r"config.pseudo_threshold must be in \[0, 1\], got 1.5"),
+])
+def test_bad_config_values_fail_before_any_data_loads(key, value, message, tmp_path):
+  def never_loaded():
+    raise AssertionError("the data loaded before the config was checked")
+
+  data_lib.register_dataset("never_loaded", never_loaded)
+  config = _quick_config(dataset="never_loaded")
+  parent, _, leaf = key.rpartition(".")
+  with config.unlocked():
+    (config[parent] if parent else config)[leaf] = value
+  with pytest.raises(ValueError, match=message):
+    methods.train_and_evaluate(config, str(tmp_path))
+  assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_explicit_zero_steps_is_not_replaced_by_a_default():
+  assert supervised.get_config("num_steps=0").num_steps == 0
+  assert supervised.get_config().num_steps == 2000

@@ -38,7 +38,7 @@ DATASET_DEFAULTS = {
 
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset="adult", num_labels=-1, seed=0,
-                          num_steps=0, batch_size=0, model="")
+                          num_steps=None, batch_size=None, model="")
   config = common.base_config()
   config.method = "supervised"
   config.dataset = args.dataset
@@ -47,8 +47,10 @@ def get_config(arg=None):
   defaults = DATASET_DEFAULTS.get(args.dataset, dict(model="small_cnn",
                                                      num_steps=1000, batch_size=64))
   config.model = args.model or defaults["model"]
-  config.num_steps = args.num_steps or defaults["num_steps"]
-  config.batch_size = args.batch_size or defaults["batch_size"]
+  # None: the data set's default. An explicit value, even 0, is kept (and
+  # rejected by the config check).
+  config.num_steps = defaults["num_steps"] if args.num_steps is None else args.num_steps
+  config.batch_size = defaults["batch_size"] if args.batch_size is None else args.batch_size
   # Validation carved from train, for monitoring only.
   config.num_validation = 1000 if args.dataset != "llp_bp_bank" else 0
   config.eval_every = max(1, config.num_steps // 4)

@@ -25,6 +25,7 @@ from labeljax.data import budgets
 from labeljax.data import datasets
 from labeljax.data.pipeline import Stream, TrainLoader
 from labeljax.train import checkpoint
+from labeljax.train import config_checks
 from labeljax.train import evaluate as evaluate_lib
 from labeljax.train import optim
 from labeljax.train import pretrained as pretrained_lib
@@ -97,9 +98,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   names, and resumes from the latest checkpoint in `workdir`. Returns the
   final state, or None when a preemption (SIGTERM) stopped the run after saving.
   """
-  for name in ("num_steps", "log_every", "eval_every", "checkpoint_every"):
-    if config[name] < 1:
-      raise ValueError(f"config.{name} must be >= 1, got {config[name]}.")
+  config_checks.check_config(config)  # a stage's own settings, too
   # --------------------------------------------------------------------------
   # Model, optimizer and train state (replicated over the mesh).
   # --------------------------------------------------------------------------
