@@ -1,35 +1,101 @@
-"""Orbax checkpointing of the train state, and preemption (SIGTERM) handling."""
+"""Orbax checkpointing of the train state, and preemption (SIGTERM) handling.
 
+Resume takes the newest checkpoint that restores, matches the SHA-256 of
+the state recorded when it was saved (`workdir/checkpoint_digests.json`), and
+holds only finite values. A newer one that does not (a truncated or deleted
+file, flipped bytes) is moved to `workdir/corrupt_checkpoints/STEP` with a
+warning, so the run continues from the one before; orbax keeps two.
+"""
+
+import hashlib
+import json
 import os
+import shutil
 import signal
 import threading
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
+
+from labeljax import parallel
 
 
 class Checkpointer:
   """Periodic and final saves of the whole `TrainState` under `workdir/checkpoints`."""
 
   def __init__(self, workdir: str, save_every: int, max_to_keep: int = 2):
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, "checkpoints")
     self.manager = ocp.CheckpointManager(
-        os.path.join(os.path.abspath(workdir), "checkpoints"),
-        options=ocp.CheckpointManagerOptions(
+        self.directory, options=ocp.CheckpointManagerOptions(
             max_to_keep=max_to_keep, create=True))
     self.save_every = save_every
+    self.digests_path = os.path.join(self.workdir, "checkpoint_digests.json")
+    self.digests = {}
+    if os.path.exists(self.digests_path):
+      with open(self.digests_path) as f:
+        self.digests = {int(step): digest for step, digest in json.load(f).items()}
 
   def restore_or(self, state):
-    """The latest saved state (with `state`'s shardings), or `state` if none."""
-    step = self.manager.latest_step()
-    if step is None:
-      return state
+    """The newest saved state that restores intact (with `state`'s
+    shardings), or `state` if there is no checkpoint."""
+    steps = sorted(self.manager.all_steps(), reverse=True)
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
-    return self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+    skipped = []
+    for step in steps:
+      try:
+        restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
+        if self.digests.get(step, _digest(restored)) != _digest(restored):
+          problem = "its contents differ from those saved (SHA-256)"
+        elif not _all_finite(restored):
+          problem = "it holds NaN or inf"
+        else:
+          problem = None
+      except Exception as error:  # pylint: disable=broad-except
+        problem = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+      if problem is None:
+        if skipped:
+          self._set_aside(skipped)
+        return restored
+      logging.warning("Checkpoint %s/%d does not restore (%s); trying the one before.",
+                      self.directory, step, problem)
+      skipped.append((step, problem))
+    if not steps:
+      return state
+    raise RuntimeError(
+        f"No checkpoint in {self.directory} restores: "
+        + "; ".join(f"step {s}: {p}" for s, p in skipped)
+        + ". Move that directory away to start the run afresh.")
+
+  def _set_aside(self, skipped) -> None:
+    """Moves unusable checkpoints out of orbax's way (a later save at their
+    step would otherwise be skipped as already there)."""
+    aside = os.path.join(self.workdir, "corrupt_checkpoints")
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      for step, _ in skipped:
+        target = os.path.join(aside, str(step))
+        shutil.rmtree(target, ignore_errors=True)
+        shutil.move(os.path.join(self.directory, str(step)), target)
+        logging.warning("Moved the unusable checkpoint of step %d to %s.", step, target)
+    parallel.barrier("corrupt checkpoints set aside")
+    self.manager.reload()
 
   def save(self, step: int, state, force: bool = False) -> bool:
     """Saves every `save_every` steps, or now with `force` (once per step)."""
     if step == self.manager.latest_step() or not (force or step % self.save_every == 0):
       return False
+    # Recorded before orbax commits: a step on disk always has its digest.
+    self.digests = {s: d for s, d in self.digests.items()
+                    if s in self.manager.all_steps()}
+    self.digests[step] = _digest(state)
+    if jax.process_index() == 0:
+      with open(self.digests_path + ".tmp", "w") as f:
+        json.dump(self.digests, f)
+      os.replace(self.digests_path + ".tmp", self.digests_path)
     return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def reached_preemption(self, step: int) -> bool:
@@ -39,6 +105,24 @@ class Checkpointer:
   def close(self) -> None:
     self.manager.wait_until_finished()
     self.manager.close()
+
+
+def _digest(state) -> str:
+  """SHA-256 over every leaf's bytes (this process's copy of each array)."""
+  sha = hashlib.sha256()
+  for leaf in jax.tree.leaves(state):
+    if isinstance(leaf, jax.Array):
+      leaf = leaf.addressable_data(0)
+    if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
+      leaf = jax.random.key_data(leaf)
+    sha.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+  return sha.hexdigest()
+
+
+def _all_finite(tree) -> bool:
+  floats = [x for x in jax.tree.leaves(tree)
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
+  return bool(all(np.asarray(jnp.isfinite(x).all()) for x in floats))
 
 
 def latest_step(workdir: str) -> int:
