@@ -21,6 +21,13 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
   Mann-Whitney U with tied scores counted as one half.
   """
+  scores = np.asarray(scores)
+  if not np.isfinite(scores).all():
+    raise ValueError(f"roc_auc: {int((~np.isfinite(scores)).sum())} scores are NaN "
+                     "or inf; the model's outputs are not finite.")
+  if scores.shape != np.shape(labels):
+    raise ValueError(f"roc_auc: scores {scores.shape} and labels {np.shape(labels)} "
+                     "differ in shape.")
   labels = np.asarray(labels).astype(bool)
   num_pos, num_neg = labels.sum(), (~labels).sum()
   if num_pos == 0 or num_neg == 0:

@@ -224,3 +224,19 @@ def test_examples_keep_the_order_of_the_original_file(adult):
   assert schema["workclass"][first[0]] == "State-gov"
   assert schema["occupation"][first[3]] == "Adm-clerical"
   assert adult.train.labels[:3].tolist() == [0, 0, 0]
+
+
+def test_roc_auc_by_hand_and_on_bad_scores():
+  from labeljax import metrics  # pylint: disable=g-import-not-at-top
+  # Pairs (pos, neg): (0.9, 0.1) right, (0.9, 0.5) right, (0.3, 0.1) right, (0.3, 0.5) wrong.
+  assert metrics.roc_auc(np.array([0.9, 0.1, 0.3, 0.5]), np.array([1, 0, 1, 0])) == 0.75
+  assert metrics.roc_auc(np.array([0.5, 0.5]), np.array([1, 0])) == 0.5  # a tie counts half
+  with pytest.raises(ValueError, match="1 scores are NaN or inf"):
+    metrics.roc_auc(np.array([0.9, np.nan, 0.3, 0.5]), np.array([1, 0, 1, 0]))
+
+
+def test_make_bags_rejects_ids_below_minus_one():
+  with pytest.raises(ValueError, match="Bag ids must be >= 0, or -1 .* got -5"):
+    data.make_bags(np.array([0, 0, -5, 1]), np.array([0, 1, 1, 0]), 2)
+  bags = data.make_bags(np.array([0, 0, -1, 1]), np.array([0, 1, 1, 0]), 2)
+  np.testing.assert_array_equal(bags.counts, [[1, 1], [1, 0]])

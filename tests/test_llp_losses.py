@@ -138,3 +138,27 @@ def test_ot_loss_treats_the_labels_as_constants():
   # d/dz of mean_i CE(Q_i, softmax(z_i)) over the 5 real instances, Q fixed.
   expected = (jax.nn.softmax(logits) - labels) * _batch()["mask"][:, None] / 5
   np.testing.assert_allclose(grad, expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"bag": jnp.array([0, 0, 0, 1, 4, 0])}, r"batch\['bag'\] must index the 4 bag slots"),
+    ({"bag_counts": jnp.array([[4.0, -1.0], [0.0, 2.0], [0, 0], [0, 0]])},
+     r"must lie in \[0, bag size\]"),
+    ({"bag_counts": jnp.array([[-1.0, 4.0], [0.0, 2.0], [0, 0], [0, 0]])},
+     r"must lie in \[0, bag size\]"),
+    ({"bag_counts": jnp.array([[2.0, 0.0], [0.0, 2.0], [0, 0], [0, 0]])}, "rows must sum to"),
+])
+def test_direct_calls_reject_bag_batches_that_give_wrong_losses(change, message):
+  batch = {**_batch(), **change}
+  prior = jnp.array([0.5, 0.5])
+  for loss in (losses.dllp_loss, lambda l, b: losses.easyllp_loss(l, b, prior),
+               losses.ot_loss):
+    with pytest.raises(ValueError, match=message):
+      loss(jnp.zeros((6, 2)), batch)
+  # Inside jit the loader's checked bags are trusted: no host round trip.
+  assert np.isfinite(jax.jit(losses.dllp_loss)(jnp.zeros((6, 2)), _batch()))
+
+
+def test_ot_rejects_epsilon_zero():
+  with pytest.raises(ValueError, match="epsilon must be > 0, got 0"):
+    losses.ot_loss(jnp.zeros((6, 2)), _batch(), epsilon=0.0)

@@ -46,6 +46,9 @@ def make_bags(bag_ids: np.ndarray, labels: np.ndarray, num_classes: int) -> Bags
   budgets.check_labels(labels, num_classes)
   if bag_ids.shape != labels.shape:
     raise ValueError(f"bag_ids {bag_ids.shape} and labels {labels.shape} differ in shape.")
+  if bag_ids.size and bag_ids.min() < -1:
+    raise ValueError(f"Bag ids must be >= 0, or -1 for an unbagged instance; got "
+                     f"{bag_ids.min()}.")
   num_bags = int(bag_ids.max()) + 1 if bag_ids.size else 0
   bagged = bag_ids >= 0
   sizes = np.bincount(bag_ids[bagged], minlength=num_bags)

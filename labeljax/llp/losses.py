@@ -8,6 +8,7 @@ sums over `bag`, so bags of any size mix in one batch without padding math.
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 
@@ -18,6 +19,35 @@ def bag_means(values: jax.Array, bag: jax.Array, mask: jax.Array,
   sums = jax.ops.segment_sum(values * weights, bag, num_segments=num_bags)
   counts = jax.ops.segment_sum(mask, bag, num_segments=num_bags)
   return sums / jnp.maximum(counts, 1.0).reshape((-1,) + (1,) * (values.ndim - 1))
+
+
+def check_bag_batch(logits: jax.Array, batch: dict) -> None:
+  """Raises ValueError on a bag batch that would give a silently wrong loss:
+  an instance in no bag slot, counts < 0 or above the bag size, or a count
+  row that does not sum to its size. Checks concrete arrays only (a direct
+  call); inside `jit` the loader's bags are already checked (`make_bags`)."""
+  arrays = (logits, batch["bag"], batch["mask"], batch["bag_counts"],
+            batch.get("bag_sizes"))
+  if any(isinstance(a, jax.core.Tracer) for a in arrays):
+    return
+  num_bags = batch["bag_counts"].shape[0]
+  real = np.asarray(batch["mask"]) > 0
+  bag = np.asarray(batch["bag"])[real]
+  if ((bag < 0) | (bag >= num_bags)).any():
+    raise ValueError(f"batch['bag'] must index the {num_bags} bag slots, got values "
+                     f"in [{bag.min()}, {bag.max()}].")
+  counts = np.asarray(batch["bag_counts"])
+  # Without sizes (OT needs none), a bag's size is its count total.
+  sizes = np.asarray(batch.get("bag_sizes", counts.sum(1)))
+  if (counts < 0).any() or (counts > sizes[:, None]).any():
+    raise ValueError("batch['bag_counts'] must lie in [0, bag size]; got counts in "
+                     f"[{counts.min()}, {counts.max()}] for bag sizes up to {sizes.max()}.")
+  used = np.asarray(batch.get("bag_mask", np.ones(num_bags))) > 0
+  if not np.allclose(counts.sum(1)[used], sizes[used]):
+    raise ValueError("batch['bag_counts'] rows must sum to batch['bag_sizes'].")
+  if logits.shape[0] != batch["bag"].shape[0]:
+    raise ValueError(f"logits have {logits.shape[0]} rows, batch['bag'] "
+                     f"{batch['bag'].shape[0]}.")
 
 
 def bag_proportions(batch: dict) -> jax.Array:
@@ -40,6 +70,7 @@ def dllp_loss(logits: jax.Array, batch: dict) -> jax.Array:
   proportion α_b and its mean predicted distribution ᾱ_b = mean_{i∈b} softmax(f(x_i)),
   averaged over the bags of the batch. For two classes it is the BCE of the
   positive proportion."""
+  check_bag_batch(logits, batch)
   num_bags = batch["bag_counts"].shape[0]
   mean_probs = bag_means(jax.nn.softmax(logits), batch["bag"], batch["mask"], num_bags)
   per_bag = proportion_cross_entropy(bag_proportions(batch), mean_probs)
@@ -63,6 +94,7 @@ def easyllp_soft_labels(batch: dict, prior: jax.Array) -> jax.Array:
 
 def easyllp_loss(logits: jax.Array, batch: dict, prior: jax.Array) -> jax.Array:
   """EasyLLP: Σ_c ỹ_c · ℓ(f(x), c) with ℓ the cross-entropy, mean over instances."""
+  check_bag_batch(logits, batch)
   targets = easyllp_soft_labels(batch, prior)
   per_instance = -jnp.sum(targets * jax.nn.log_softmax(logits), axis=-1)
   return _masked_mean(per_instance, batch["mask"])
@@ -99,6 +131,9 @@ def sinkhorn_bag_labels(logits: jax.Array, batch: dict, epsilon: float = 1.0,
   from Label Proportions", arXiv:1905.12909 (2019).
   No gradient flows through Q. Returns [B, C]; rows of padding are 0.
   """
+  if not epsilon > 0:  # ε = 0 divides by zero: NaN labels
+    raise ValueError(f"epsilon must be > 0, got {epsilon}.")
+  check_bag_batch(logits, batch)
   num_bags = batch["bag_counts"].shape[0]
   bag, real = batch["bag"], batch["mask"] > 0
   log_kernel = jax.nn.log_softmax(jax.lax.stop_gradient(logits)) / epsilon
