@@ -239,4 +239,4 @@ def test_make_bags_rejects_ids_below_minus_one():
   with pytest.raises(ValueError, match="Bag ids must be >= 0, or -1 .* got -5"):
     data.make_bags(np.array([0, 0, -5, 1]), np.array([0, 1, 1, 0]), 2)
   bags = data.make_bags(np.array([0, 0, -1, 1]), np.array([0, 1, 1, 0]), 2)
-  np.testing.assert_array_equal(bags.counts, [[1, 1], [1, 0]])
+  np.testing.assert_array_equal(bags.label_counts, [[1, 1], [1, 0]])
