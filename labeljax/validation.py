@@ -31,6 +31,15 @@ def check_nonnegative(name: str, value: float) -> None:
     raise ValueError(f"{name} must be >= 0, got {value}.")
 
 
+def default_hparams(factories: dict[str, Callable[..., Any]], name: str) -> dict[str, Any]:
+  """The scalar hyper-parameters of `factories[name]` with their defaults, e.g.
+  to spell them out in a config, where a command-line flag can then set them."""
+  if name not in factories:
+    return {}
+  return {p.name: p.default for p in inspect.signature(factories[name]).parameters.values()
+          if isinstance(p.default, (bool, int, float, str))}
+
+
 def build_from_registry(kind: str, factories: dict[str, Callable[..., Any]],
                         name: str, hparams: dict[str, Any]) -> Any:
   """`factories[name](**hparams)`; unknown names or hyper-parameters list the choices."""

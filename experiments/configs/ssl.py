@@ -20,6 +20,7 @@ FreeMatch 98.0% test accuracy, 15.8 and 16.6 minutes.
 """
 
 from experiments.configs import common
+from labeljax import ssl as ssl_family
 
 
 def get_config(arg=None):
@@ -30,8 +31,12 @@ def get_config(arg=None):
   config = common.base_config()
   config.method = "supervised" if args.algorithm == "supervised" else "pseudo_labeling"
   config.algorithm = args.algorithm
+  # The algorithm's hyper-parameters at their defaults, spelled out so a flag
+  # such as --config.algorithm_kwargs.threshold=0.9 can set them; lambda_u=
   # None keeps each algorithm's own unlabeled weight (e.g. Mean Teacher's 50).
-  config.algorithm_kwargs = {} if args.lambda_u is None else {"lambda_u": args.lambda_u}
+  config.algorithm_kwargs = ssl_family.default_hyperparameters(args.algorithm)
+  if args.lambda_u is not None:
+    config.algorithm_kwargs["lambda_u"] = args.lambda_u
   config.dataset = args.dataset
   config.seed = args.seed
   config.num_labels = args.num_labels

@@ -16,7 +16,7 @@ from labeljax.ssl import softmatch
 from labeljax.ssl.common import Algorithm
 from labeljax.ssl.common import PseudoLabels
 from labeljax.ssl.common import unlabeled_objective
-from labeljax.validation import build_from_registry
+from labeljax.validation import build_from_registry, default_hparams
 
 # Submodules keep their names; each defines a factory of the same name.
 _FACTORIES = {
@@ -31,10 +31,16 @@ _FACTORIES = {
 ALGORITHMS = tuple(_FACTORIES)
 
 
+def default_hyperparameters(name: str) -> dict:
+  """`name`'s scalar hyper-parameters and their defaults ({} for unknown names)."""
+  return default_hparams(_FACTORIES, name)
+
+
 def get_algorithm(name: str, **hparams) -> Algorithm:
   """The algorithm `name` with its hyper-parameters (defaults: the papers')."""
   return build_from_registry("semi-supervised algorithm", _FACTORIES, name, hparams)
 
 
-__all__ = ["ALGORITHMS", "Algorithm", "PseudoLabels", "get_algorithm",
+__all__ = ["ALGORITHMS", "Algorithm", "PseudoLabels", "default_hyperparameters",
+           "get_algorithm",
            "unlabeled_objective"]
