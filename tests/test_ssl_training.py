@@ -35,7 +35,8 @@ def test_every_algorithm_trains_on_tabular_data(algorithm, tmp_path):
 
 
 def test_lambda_u_argument_overrides_the_unlabeled_weight():
-  assert not ssl.get_config("algorithm=mean_teacher").algorithm_kwargs
+  # The defaults are spelled out (so flags can set them): Mean Teacher's 50.
+  assert ssl.get_config("algorithm=mean_teacher").algorithm_kwargs.lambda_u == 50.0
   config = ssl.get_config("algorithm=mean_teacher,lambda_u=1.0")
   algorithm = get_algorithm(config.algorithm, **config.algorithm_kwargs)
   assert float(algorithm.unlabeled_weight(1000, 1000)) == 1.0  # after the warm-up
