@@ -55,6 +55,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   including those added with `labeljax.data.register_dataset`.
   """
   config_checks.check_config(config)  # before any data loads
+  config_checks.check_workdir(config, workdir)
   if config.method in PIPELINES:
     return PIPELINES[config.method](config, workdir)
   return trainer.train_single_stage(config, workdir, get_method(config.method))

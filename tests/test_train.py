@@ -225,3 +225,18 @@ def test_bad_config_values_fail_before_any_data_loads(key, value, message, tmp_p
 def test_explicit_zero_steps_is_not_replaced_by_a_default():
   assert supervised.get_config("num_steps=0").num_steps == 0
   assert supervised.get_config().num_steps == 2000
+
+
+def test_a_workdir_holding_another_configs_run_is_refused(tmp_path):
+  methods.train_and_evaluate(_quick_config(num_steps=20), str(tmp_path))
+  for key, value, message in (("seed", 1, r"seed: 0 -> 1"),
+                              ("num_steps", 30, r"num_steps: 20 -> 30"),
+                              ("optimizer.learning_rate", 0.01,
+                               r"optimizer.learning_rate: 0.001 -> 0.01")):
+    config = _quick_config(num_steps=20)
+    config.update_from_flattened_dict({key: value})
+    with pytest.raises(ValueError, match=f"holds a run of another config \\({message}\\)"):
+      methods.train_and_evaluate(config, str(tmp_path))
+  # Logging and evaluation cadence cannot change the result: it resumes.
+  assert methods.train_and_evaluate(_quick_config(num_steps=20, log_every=5),
+                                    str(tmp_path))["step"] == 20

@@ -1,4 +1,4 @@
-"""One check of a config's values, before any data loads.
+"""Checks of a run's config before any data loads: its values, and its workdir.
 
 `check_config(config)` raises a ValueError naming the key, the value and the
 allowed range for the first value out of range, so `learning_rate=-0.1` or
@@ -8,9 +8,12 @@ hyper-parameters (an algorithm's `threshold`, ...) are checked by the
 family's own constructors, also before data loads.
 """
 
+import json
 import numbers
+import os
 from typing import Callable
 
+import jax
 import ml_collections
 
 
@@ -102,3 +105,53 @@ def check_config(config: ml_collections.ConfigDict) -> None:
   if per_class is not None and not _AT_LEAST_1[0](per_class):
     raise ValueError(f"config.num_labels_per_class must be None or >= 1 (an integer), "
                      f"got {per_class!r}.")
+
+
+# Keys that cannot change a run's result: they may differ when it resumes.
+RESUME_MAY_CHANGE = frozenset({"log_every", "eval_every", "checkpoint_every",
+                               "eval_batch_size", "data_dir", "raw_data_dir"})
+
+
+def _flat(tree: dict, prefix: str = "") -> dict:
+  flat = {}
+  for key, value in tree.items():
+    if isinstance(value, dict):
+      flat.update(_flat(value, f"{prefix}{key}."))
+    else:
+      flat[prefix + key] = value
+  return flat
+
+
+def _holds_a_run(workdir: str) -> bool:
+  """Whether anything was trained in `workdir` (any stage's checkpoint or result)."""
+  for root, dirs, files in os.walk(workdir):
+    if "results.json" in files or (os.path.basename(root) == "checkpoints"
+                                   and any(d.isdigit() for d in dirs)):
+      return True
+  return False
+
+
+def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
+  """Records the config in `workdir/config.json`; a workdir that already holds
+  a run of another config is refused, naming the keys that differ (only
+  `RESUME_MAY_CHANGE` keys may), instead of silently resuming that run."""
+  path = os.path.join(workdir, "config.json")
+  # Through JSON, so tuples and lists compare equal.
+  current = json.loads(json.dumps(config.to_dict(), default=str))
+  if os.path.exists(path) and _holds_a_run(workdir):
+    with open(path) as f:
+      recorded = _flat(json.load(f))
+    now = _flat(current)
+    differ = sorted(k for k in recorded.keys() | now.keys()
+                    if recorded.get(k, "<unset>") != now.get(k, "<unset>")
+                    and k.rsplit(".", 1)[-1] not in RESUME_MAY_CHANGE)
+    if differ:
+      changes = ", ".join(f"{k}: {recorded.get(k, '<unset>')!r} -> {now.get(k, '<unset>')!r}"
+                          for k in differ)
+      raise ValueError(f"{workdir} holds a run of another config ({changes}). Give "
+                       "this run another workdir, or delete that one to start afresh.")
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    with open(path + ".tmp", "w") as f:
+      json.dump(current, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
