@@ -240,3 +240,21 @@ def test_a_workdir_holding_another_configs_run_is_refused(tmp_path):
   # Logging and evaluation cadence cannot change the result: it resumes.
   assert methods.train_and_evaluate(_quick_config(num_steps=20, log_every=5),
                                     str(tmp_path))["step"] == 20
+
+
+@pytest.mark.parametrize("num_shards", [None, 2, 4])
+def test_global_batches_do_not_depend_on_the_process_count(num_shards, monkeypatch):
+  """Two processes' rows, put together, are the one process's global batch."""
+  from labeljax.data import pipeline  # pylint: disable=g-import-not-at-top
+  mesh, ex = parallel.make_mesh(), _images(50)
+  streams = {"a": Stream(ex, 8), "b": Stream(ex.take(np.arange(30)), 16)}
+  single = TrainLoader(streams, mesh, seed=3, num_shards=num_shards).local_batch(5)
+  monkeypatch.setattr(pipeline.jax, "process_count", lambda: 2)
+  halves = []
+  for process in (0, 1):
+    monkeypatch.setattr(pipeline.jax, "process_index", lambda p=process: p)
+    halves.append(TrainLoader(streams, mesh, seed=3, num_shards=num_shards).local_batch(5))
+  for name in streams:
+    for key in ("index", "labels", "inputs"):
+      np.testing.assert_array_equal(
+          np.concatenate([h[name][key] for h in halves]), single[name][key])

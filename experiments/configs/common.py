@@ -37,7 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_labels = -1       # -1: every training label
   config.num_labels_per_class = None
   config.num_validation = 0
-  config.num_data_shards = 0  # 0: one shard per process
+  config.num_data_shards = 0  # 0: one global order, the same on any topology
 
   config.model = "mlp"
   config.model_kwargs = ml_collections.ConfigDict()

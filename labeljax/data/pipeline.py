@@ -4,14 +4,17 @@ Training streams are infinite and deterministic: the batch of step t is a pure
 function of (seed, t), so a resumed run sees exactly the batches the killed
 run would have seen, and no iterator state needs checkpointing.
 
-Each index set is split into `num_shards` contiguous slices (by default one per
-process, as `tfds.even_splits` would). Every step, each shard contributes
-`batch_size / num_shards` rows, read in order from a fresh permutation of its
-slice each epoch (a batch that straddles an epoch boundary, or a slice smaller
-than a batch, can repeat an example). A process samples only from the shards
-it owns, and its rows become its part of the global batch (sharded over the
-`data` mesh axis). With the same `num_shards`, one process and several
-processes therefore produce identical global batches.
+Each stream is split into `num_shards` contiguous slices (default 1: one
+global order). Every step, shard s contributes rows s·B/S .. (s+1)·B/S of
+the global batch of B rows, read in order from a fresh permutation of its
+slice each epoch (a batch that straddles an epoch boundary, or a slice
+smaller than a batch, can repeat an example). Process p then takes rows
+p·B/P .. (p+1)·B/P of that global batch, sharded over the `data` mesh axis.
+So the global batches depend on (seed, step, num_shards) and never on the
+topology: 1 process × 4 devices and 2 processes × 1 device see the same data.
+A process keeps in memory only the slices its rows come from; with many hosts
+and data too large for one, `num_shards` = the process count gives each host
+its own slice.
 """
 
 import functools
@@ -48,14 +51,10 @@ def shard_bounds(num_examples: int, num_shards: int) -> list[tuple[int, int]]:
   return list(zip(edges[:-1], edges[1:]))
 
 
-def owned_shards(num_shards: int) -> range:
-  """The shards this process reads: a contiguous block, one per process by default."""
-  count, index = jax.process_count(), jax.process_index()
-  if num_shards % count:
-    raise ValueError(f"num_shards={num_shards} must be a multiple of the "
-                     f"{count} processes.")
-  per_process = num_shards // count
-  return range(index * per_process, (index + 1) * per_process)
+def process_rows(batch_size: int) -> tuple[int, int]:
+  """The [start, stop) rows of a global batch this process supplies."""
+  per_process = batch_size // jax.process_count()
+  return jax.process_index() * per_process, (jax.process_index() + 1) * per_process
 
 
 class Stream(NamedTuple):
@@ -76,8 +75,7 @@ class TrainLoader:
                seed: int, num_shards: int | None = None):
     self.mesh = mesh
     self.seed = seed
-    self.num_shards = num_shards or jax.process_count()
-    self._shards = owned_shards(self.num_shards)
+    self.num_shards = num_shards or 1
     self._streams = {}
     for name, (examples, batch_size) in streams.items():
       parallel.check_global_batch(batch_size, mesh, f"{name!r} batch")
@@ -88,22 +86,30 @@ class TrainLoader:
         raise ValueError(f"Stream {name!r} has {len(examples)} examples, fewer than "
                          f"the {self.num_shards} data shards.")
       check_finite(examples.inputs, f"stream {name!r}")
-      bounds = shard_bounds(len(examples), self.num_shards)
-      # Keep only this process's slices in memory.
-      owned = {s: examples.take(np.arange(*bounds[s])) for s in self._shards}
-      self._streams[name] = (owned, bounds, batch_size // self.num_shards)
+      rows_per_shard = batch_size // self.num_shards
+      first, stop = process_rows(batch_size)
+      # The shards whose rows of the global batch this process supplies, each
+      # with the part of its rows it takes; only their slices stay in memory.
+      needed = {}
+      for shard, (lo, hi) in enumerate(shard_bounds(len(examples), self.num_shards)):
+        rows = (max(first, shard * rows_per_shard) - shard * rows_per_shard,
+                min(stop, (shard + 1) * rows_per_shard) - shard * rows_per_shard)
+        if rows[0] < rows[1]:
+          whole = self.num_shards == 1  # no copy of the whole stream
+          needed[shard] = (lo, hi, rows, examples if whole else
+                           examples.take(np.arange(lo, hi)))
+      self._streams[name] = (needed, rows_per_shard)
 
   def local_batch(self, step: int) -> dict:
     """This process's rows of the global batch of `step`, as numpy arrays."""
     batch = {}
-    for stream_id, (name, (owned, bounds, rows)) in enumerate(self._streams.items()):
+    for stream_id, (name, (needed, rows_per_shard)) in enumerate(self._streams.items()):
       parts, index = [], []
-      for shard in self._shards:
-        start, stop = bounds[shard]
-        pos = shard_positions(stop - start, rows, step,
-                              (self.seed, stream_id, shard))
-        parts.append(owned[shard].take(pos))
-        index.append(start + pos)
+      for shard, (lo, hi, (row_start, row_stop), examples) in needed.items():
+        pos = shard_positions(hi - lo, rows_per_shard, step,
+                              (self.seed, stream_id, shard))[row_start:row_stop]
+        parts.append(examples.take(pos))
+        index.append(lo + pos)
       batch[name] = {"inputs": np.concatenate([p.inputs for p in parts]),
                      "labels": np.concatenate([p.labels for p in parts]),
                      "index": np.concatenate(index).astype(np.int32)}
