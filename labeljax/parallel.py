@@ -5,33 +5,72 @@ all processes. Train state is replicated; batches are global `jax.Array`s
 sharded along their leading axis, assembled from what each process read.
 """
 
+import re
+import threading
+
 from absl import logging
 import jax
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
 DATA_AXIS = "data"
+# A process that does not join, or a peer that dies, fails the run within
+# about this long, instead of JAX's defaults of 300 s and 100 s.
+JOIN_TIMEOUT_S = 45
+HEARTBEAT_TIMEOUT_S = 20
 
 
 def initialize_distributed(coordinator_address: str | None = None,
                            num_processes: int | None = None,
-                           process_id: int | None = None) -> None:
+                           process_id: int | None = None,
+                           join_timeout_s: int = JOIN_TIMEOUT_S,
+                           heartbeat_timeout_s: int = HEARTBEAT_TIMEOUT_S) -> None:
   """Joins a multi-process run before any other JAX call.
 
   `num_processes` None or 1: a single process, nothing to do. -1: let JAX
   detect the cluster (TPU pods, SLURM, ...). Otherwise all three arguments
-  describe the run, e.g. several CPU processes on 127.0.0.1.
+  describe the run, e.g. several CPU processes on 127.0.0.1. If not every
+  process joins within `join_timeout_s`, this raises, naming the coordinator
+  and the processes that are missing; a peer that stops answering for
+  `heartbeat_timeout_s` stops the others.
   """
   if num_processes is None or num_processes == 1:
     if coordinator_address is not None or process_id is not None:
       raise ValueError("coordinator_address/process_id given without num_processes: "
                        "each process would train alone on the same workdir.")
     return
-  if num_processes == -1:
-    jax.distributed.initialize()
-  else:
-    jax.distributed.initialize(coordinator_address=coordinator_address,
-                               num_processes=num_processes, process_id=process_id)
+  timeouts = dict(initialization_timeout=join_timeout_s,
+                  heartbeat_timeout_seconds=heartbeat_timeout_s)
+  others = [i for i in range(num_processes) if i != process_id] if num_processes > 0 else []
+  # XLA aborts the process when the join times out, with a message about
+  # "another task" dying; this says first what went wrong, and where.
+  watchdog = threading.Timer(max(join_timeout_s - 1, 1), lambda: (logging.error(
+      "Process %s of %s: the run has not started after %d s at coordinator %s: "
+      "processes %s have not all joined. Start every process with the same "
+      "--coordinator_address and --num_processes and its own --process_id. "
+      "Stopping.", process_id, num_processes, join_timeout_s - 1, coordinator_address,
+      others), logging.flush()))
+  watchdog.daemon = True
+  watchdog.start()
+  try:
+    if num_processes == -1:
+      jax.distributed.initialize(**timeouts)
+    else:
+      jax.distributed.initialize(coordinator_address=coordinator_address,
+                                 num_processes=num_processes, process_id=process_id,
+                                 **timeouts)
+  except Exception as error:  # pylint: disable=broad-except
+    # XLA names the tasks that did not join as /job:jax_worker/.../task:N.
+    missing = sorted({int(t) for t in re.findall(r"task:(\d+)", str(error))} - {process_id})
+    raise RuntimeError(
+        f"Process {process_id} of {num_processes}: the run did not start within "
+        f"{join_timeout_s} s at coordinator {coordinator_address}"
+        + (f"; missing processes: {missing}" if missing else "")
+        + ". Start every process with the same --coordinator_address and "
+        f"--num_processes and a distinct --process_id. ({type(error).__name__}: "
+        f"{str(error).splitlines()[0][:300]})") from error
+  finally:
+    watchdog.cancel()
   # XLA's CPU client (jaxlib 0.10.2) can deadlock a cross-process all-reduce
   # when a process drives several CPU devices: about 1 in 10 runs of 2
   # processes x 2 devices hung on 2 cores, none of 40 with 1 device each.

@@ -133,3 +133,20 @@ def test_two_processes_match_one_process(tmp_path):
             for run in ("single", "multi")]
   for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_a_missing_process_fails_the_run_within_a_minute_naming_it(tmp_path):
+  port = _free_port()
+  log = tmp_path / "process_0.log"
+  start = time.time()
+  with open(log, "wb") as out:
+    proc = subprocess.run(
+        _command(tmp_path / "run", 10, f"--coordinator_address=127.0.0.1:{port}",
+                 "--num_processes=2", "--process_id=0"),
+        cwd=REPO, env=_env(1), stdout=out, stderr=subprocess.STDOUT, timeout=300)
+  elapsed, text = time.time() - start, log.read_text()
+  assert proc.returncode != 0, text
+  # parallel.JOIN_TIMEOUT_S = 45; the rest is start-up on a loaded machine.
+  assert elapsed < 90, (elapsed, text)
+  assert (f"at coordinator 127.0.0.1:{port}: processes [1] have not all joined"
+          in text), text
