@@ -27,6 +27,9 @@ from labeljax import parallel
 # stopped without results.json: rerun the same command to resume. 75 is
 # EX_TEMPFAIL, "try again", which schedulers and requeue scripts can test.
 PREEMPTED_EXIT_CODE = 75
+# Bad input (a config value out of range, an unknown name, a missing file):
+# one line naming the problem, no traceback (`--verbosity=1` shows it).
+BAD_INPUT_EXIT_CODE = 2
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with :args).",
                                           lock_config=True)
@@ -51,7 +54,12 @@ def main(argv):
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
                                   _PROCESS_ID.value)
   from labeljax import methods  # pylint: disable=g-import-not-at-top
-  results = methods.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    results = methods.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (ValueError, FileNotFoundError) as error:
+    logging.debug("Traceback of the error below:", exc_info=True)
+    logging.error("%s: %s", type(error).__name__, error)
+    return BAD_INPUT_EXIT_CODE
   if results.get("preempted"):
     logging.warning("Preempted: exiting with %d; rerun the same command to resume.",
                     PREEMPTED_EXIT_CODE)

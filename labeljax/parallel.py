@@ -17,7 +17,7 @@ DATA_AXIS = "data"
 # A process that does not join, or a peer that dies, fails the run within
 # about this long, instead of JAX's defaults of 300 s and 100 s.
 JOIN_TIMEOUT_S = 45
-HEARTBEAT_TIMEOUT_S = 20
+HEARTBEAT_TIMEOUT_S = 40
 
 
 def initialize_distributed(coordinator_address: str | None = None,

@@ -32,6 +32,7 @@ import hashlib
 import os
 
 from experiments.configs import common
+from labeljax import distill as distill_family
 
 
 def get_config(arg=None):
@@ -44,7 +45,10 @@ def get_config(arg=None):
   config.method = "supervised" if args.method == "supervised" else "distill"
   config.distill_method = args.method
   # α·CE(labels) + (1 − α)·L_distill: the student also learns from the labels.
-  config.method_kwargs = {"labeled_weight": args.labeled_weight}
+  # The method's hyper-parameters at their defaults, spelled out so a flag such
+  # as --config.method_kwargs.temperature=2.0 can set them.
+  config.method_kwargs = {**distill_family.default_hyperparameters(args.method),
+                          "labeled_weight": args.labeled_weight}
   if args.method == "weighted":
     # What the weights are a function of: the teacher's confidence, or its
     # agreement with a first, unweighted student (the paper's signal).

@@ -16,7 +16,7 @@ from labeljax.distill.common import Calibration
 from labeljax.distill.common import Method
 from labeljax.distill.common import mix_with_labeled
 from labeljax.distill.common import Selection
-from labeljax.validation import build_from_registry
+from labeljax.validation import build_from_registry, default_hparams
 
 _FACTORIES = {
     "kd": kd.kd,
@@ -30,10 +30,16 @@ _FACTORIES = {
 METHODS = tuple(_FACTORIES)
 
 
+def default_hyperparameters(name: str) -> dict:
+  """`name`'s scalar hyper-parameters and their defaults ({} for unknown names)."""
+  return default_hparams(_FACTORIES, name)
+
+
 def get_method(name: str, **hparams) -> Method:
   """The distillation method `name` with its hyper-parameters (defaults: the papers')."""
   return build_from_registry("distillation method", _FACTORIES, name, hparams)
 
 
-__all__ = ["METHODS", "Calibration", "Method", "Selection", "get_method",
+__all__ = ["METHODS", "Calibration", "Method", "Selection", "default_hyperparameters",
+           "get_method",
            "mix_with_labeled"]
