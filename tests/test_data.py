@@ -8,7 +8,7 @@ import pytest
 
 from conftest import requires_raw_data
 from labeljax import data
-from labeljax.data import builders, tabular
+from labeljax.data import builders, datasets, tabular
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +213,9 @@ def test_bag_errors():
 
 def test_stock_tfds_dataset_that_is_not_prepared_says_how_to_prepare(tmp_path, monkeypatch):
   monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
-  with pytest.raises(FileNotFoundError, match="tfds build cifar10 --file_format=array_record"):
+  monkeypatch.setattr(datasets, "_has_network", lambda: False)  # fails in seconds
+  with pytest.raises(FileNotFoundError, match="no network to download it.*"
+                     "tfds build cifar10 --file_format=array_record"):
     data.load_dataset("cifar10")
 
 

@@ -34,7 +34,7 @@ def test_bag_loss_baselines_learn_from_proportions(method, prior_output_bias, tm
 def test_ot_rejects_bad_sinkhorn_settings(tmp_path):
   with pytest.raises(ValueError, match="ot_epsilon must be > 0, got 0.0"):
     train_and_evaluate(_config("ot", ot_epsilon=0.0), str(tmp_path))
-  with pytest.raises(ValueError, match="ot_iters must be >= 1, got 0"):
+  with pytest.raises(ValueError, match=r"ot_iters must be >= 1 \(an integer\), got 0"):
     train_and_evaluate(_config("ot", ot_iters=0), str(tmp_path))
 
 

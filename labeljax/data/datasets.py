@@ -192,15 +192,18 @@ def _stock_builder(name: str, data_dir: str | None) -> tfds.core.DatasetBuilder:
         "arrays: labeljax.data.register_dataset.") from None
   if builder.is_prepared():
     return builder
+  how = (f"Prepare it where there is a network (pip install 'labeljax[tf]'; tfds build "
+         f"{name} --file_format=array_record) and set {STOCK_DATA_DIR_ENV} (or "
+         "data_dir) to that data dir.")
+  if not _has_network():
+    raise FileNotFoundError(f"Stock TFDS data set {name!r} is not prepared under "
+                            f"{data_dir}, and there is no network to download it. {how}")
   try:
     return _prepare_once(make, name, data_dir, "from the stock TFDS download")
   except Exception as error:  # pylint: disable=broad-except
     raise FileNotFoundError(
         f"Stock TFDS data set {name!r} is not prepared under {data_dir} and could "
-        f"not be downloaded ({type(error).__name__}: {str(error)[:300]}). Prepare it "
-        f"where there is a network (pip install 'labeljax[tf]'; tfds build {name} "
-        f"--file_format=array_record) and set {STOCK_DATA_DIR_ENV} (or data_dir) "
-        "to that data dir.") from error
+        f"not be downloaded ({type(error).__name__}: {str(error)[:300]}). {how}") from error
 
 
 def read_split(source, keys: tuple[str, ...]) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ import json
 import numbers
 import os
 import time
+import uuid
 
 import jax
 from absl import logging
@@ -76,8 +77,11 @@ class MetricWriter:
       f.write(json.dumps(row) + "\n")
     self._keys.add(_key(row))
     if self._events is None:
+      # A suffix of its own: two writers opened in the same second (the train
+      # loop's and the final evaluation's) would otherwise share one file name.
       self._events = SummaryWriter(self.workdir, flush_secs=10,
-                                   purge_step=self._purge_step)
+                                   purge_step=self._purge_step,
+                                   filename_suffix=f".{uuid.uuid4().hex[:8]}")
     prefix = f"{stage}/{split}" if stage else split
     for key, value in metrics.items():
       if isinstance(value, numbers.Real) and not isinstance(value, bool):
