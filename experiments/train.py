@@ -38,6 +38,9 @@ _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of pr
 _NUM_PROCESSES = flags.DEFINE_integer(
     "num_processes", None, "Processes in the run; -1 lets JAX detect the cluster.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_JOIN_TIMEOUT = flags.DEFINE_integer(
+    "join_timeout_s", parallel.JOIN_TIMEOUT_S,
+    "Seconds for every process to join a multi-process run before it fails.")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -52,7 +55,7 @@ def main(argv):
   # "Unable to initialize backend 'tpu'" on every machine without one.
   std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
   parallel.initialize_distributed(_COORDINATOR.value, _NUM_PROCESSES.value,
-                                  _PROCESS_ID.value)
+                                  _PROCESS_ID.value, join_timeout_s=_JOIN_TIMEOUT.value)
   from labeljax import methods  # pylint: disable=g-import-not-at-top
   try:
     results = methods.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
