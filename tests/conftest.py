@@ -7,6 +7,15 @@ import tempfile
 import jax
 import pytest
 
+# XLA's CPU collectives abort a run whose devices do not all reach an
+# all-reduce within a timeout; on a loaded 2-core CI machine, 4 device threads
+# can starve that long (an abort inside AllReduceThunk::Execute, seen in CI and
+# here only under load). Generous timeouts, for this process and the
+# subprocesses tests start (they inherit XLA_FLAGS).
+COLLECTIVE_TIMEOUTS = ("--xla_cpu_collective_timeout_seconds=900 "
+                       "--xla_cpu_collective_call_terminate_timeout_seconds=900")
+os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {COLLECTIVE_TIMEOUTS}".strip()
+
 # Must happen before any JAX computation creates the CPU backend.
 jax.config.update("jax_num_cpu_devices", 4)
 

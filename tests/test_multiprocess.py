@@ -13,6 +13,7 @@ import jax
 import numpy as np
 import pytest
 
+from conftest import COLLECTIVE_TIMEOUTS
 from labeljax.train import pretrained as pretrained_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -27,7 +28,8 @@ def _command(workdir, num_steps, *flags):
 
 def _env(num_devices):
   env = dict(os.environ, JAX_PLATFORMS="cpu",
-             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices}")
+             XLA_FLAGS=f"--xla_force_host_platform_device_count={num_devices} "
+                       f"{COLLECTIVE_TIMEOUTS}")
   env["PYTHONPATH"] = str(REPO)
   return env
 
@@ -67,8 +69,8 @@ def uninterrupted(tmp_path_factory):
 
 
 def test_sigkill_then_restart_gives_identical_final_metrics(tmp_path, uninterrupted):
-  returncode, _ = _start_and_interrupt(tmp_path, 1500, signal.SIGKILL)
-  assert returncode == -signal.SIGKILL
+  returncode, stderr = _start_and_interrupt(tmp_path, 1500, signal.SIGKILL)
+  assert returncode == -signal.SIGKILL, stderr
   assert not (tmp_path / "results.json").exists(), "the run finished before the kill"
   resumed = _run(tmp_path, 1500, log=tmp_path / "resumed.log")
   assert resumed == uninterrupted  # exactly, not approximately

@@ -14,7 +14,7 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import REPO_ROOT, requires_raw_data
+from conftest import COLLECTIVE_TIMEOUTS, REPO_ROOT, requires_raw_data
 from experiments.configs import simclr, simclrv2, ssl
 from labeljax import augment, methods, models, parallel
 from labeljax.selfsup import nt_xent_loss, probes
@@ -324,7 +324,7 @@ _KILL_AND_RUN = textwrap.dedent("""
 
 def _run_until(config, workdir, kill_at, log):
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
-         "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+         "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {COLLECTIVE_TIMEOUTS}"}
   with open(log, "a") as out:
     return subprocess.run([sys.executable, "-c", _KILL_AND_RUN,
                            json.dumps(config.to_dict()), workdir, str(kill_at)],
