@@ -48,9 +48,10 @@ class Checkpointer:
     for step in steps:
       try:
         restored = self.manager.restore(step, args=ocp.args.StandardRestore(abstract))
-        if self.digests.get(step, _digest(restored)) != _digest(restored):
+        leaves = _host_leaves(restored)  # one device -> host copy for both checks
+        if step in self.digests and self.digests[step] != _digest(leaves):
           problem = "its contents differ from those saved (SHA-256)"
-        elif not _all_finite(restored):
+        elif not _all_finite(leaves):
           problem = "it holds NaN or inf"
         else:
           problem = None
@@ -91,7 +92,7 @@ class Checkpointer:
     # Recorded before orbax commits: a step on disk always has its digest.
     self.digests = {s: d for s, d in self.digests.items()
                     if s in self.manager.all_steps()}
-    self.digests[step] = _digest(state)
+    self.digests[step] = _digest(_host_leaves(state))
     if jax.process_index() == 0:
       with open(self.digests_path + ".tmp", "w") as f:
         json.dump(self.digests, f)
@@ -107,22 +108,28 @@ class Checkpointer:
     self.manager.close()
 
 
-def _digest(state) -> str:
-  """SHA-256 over every leaf's bytes (this process's copy of each array)."""
-  sha = hashlib.sha256()
+def _host_leaves(state) -> list[np.ndarray]:
+  """This process's copy of every leaf, fetched once (PRNG keys as their data)."""
+  leaves = []
   for leaf in jax.tree.leaves(state):
     if isinstance(leaf, jax.Array):
+      if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+        leaf = jax.random.key_data(leaf)
       leaf = leaf.addressable_data(0)
-    if jnp.issubdtype(getattr(leaf, "dtype", np.float32), jax.dtypes.prng_key):
-      leaf = jax.random.key_data(leaf)
-    sha.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    leaves.append(np.ascontiguousarray(np.asarray(leaf)))
+  return leaves
+
+
+def _digest(leaves: list[np.ndarray]) -> str:
+  """SHA-256 over the leaves' bytes."""
+  sha = hashlib.sha256()
+  for leaf in leaves:
+    sha.update(leaf.tobytes())
   return sha.hexdigest()
 
 
-def _all_finite(tree) -> bool:
-  floats = [x for x in jax.tree.leaves(tree)
-            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)]
-  return bool(all(np.asarray(jnp.isfinite(x).all()) for x in floats))
+def _all_finite(leaves: list[np.ndarray]) -> bool:
+  return all(np.isfinite(x).all() for x in leaves if np.issubdtype(x.dtype, np.floating))
 
 
 def latest_step(workdir: str) -> int:
