@@ -41,7 +41,9 @@ def execute(path: pathlib.Path, timeout: int = 900) -> nbformat.NotebookNode:
 
 
 def main(names: list[str]) -> None:
-  paths = [COLABS / n for n in names] or sorted(COLABS.glob("*.ipynb"))
+  # Names with or without .ipynb; none: every notebook.
+  paths = ([COLABS / pathlib.Path(n).with_suffix(".ipynb").name for n in names]
+           or sorted(COLABS.glob("*.ipynb")))
   for path in paths:
     print(f"executing {path.name} ...", flush=True)
     notebook = execute(path)

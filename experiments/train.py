@@ -13,11 +13,13 @@ on CPU give each process one device, as XLA's CPU collectives can hang with more
 """
 
 import logging as std_logging
+import os
 import sys
 
 from absl import app
 from absl import flags
 from absl import logging
+import jax
 from ml_collections import config_flags
 
 from experiments.configs import resolve_config_flag
@@ -30,6 +32,11 @@ PREEMPTED_EXIT_CODE = 75
 # Bad input (a config value out of range, an unknown name, a missing file):
 # one line naming the problem, no traceback (`--verbosity=1` shows it).
 BAD_INPUT_EXIT_CODE = 2
+# A write that failed (a full disk, a file-size limit): the message names the
+# directory; free space and rerun to resume. 74 is EX_IOERR.
+IO_ERROR_EXIT_CODE = 74
+# A multi-process run whose peer died: the message names the dead processes.
+PEER_FAILED_EXIT_CODE = 3
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (with :args).",
                                           lock_config=True)
@@ -63,6 +70,21 @@ def main(argv):
     logging.debug("Traceback of the error below:", exc_info=True)
     logging.error("%s: %s", type(error).__name__, error)
     return BAD_INPUT_EXIT_CODE
+  except OSError as error:
+    logging.debug("Traceback of the error below:", exc_info=True)
+    logging.error("%s: %s", type(error).__name__, error)
+    return IO_ERROR_EXIT_CODE
+  except jax.errors.JaxRuntimeError as error:
+    if jax.process_count() == 1:
+      raise
+    # Written at once and unbuffered: XLA's own error poller aborts this
+    # process moments after the coordinator declares the peer dead.
+    message = parallel.describe_peer_failure(error, _COORDINATOR.value)
+    os.write(sys.stderr.fileno(), f"E {message}\n".encode())
+    logging.debug("Traceback of the error above:", exc_info=True)
+    # Skips JAX's exit-time shutdown barrier, which would wait for the dead
+    # processes and then abort with a long XLA stack trace.
+    os._exit(PEER_FAILED_EXIT_CODE)  # pylint: disable=protected-access
   if results.get("preempted"):
     logging.warning("Preempted: exiting with %d; rerun the same command to resume.",
                     PREEMPTED_EXIT_CODE)

@@ -81,6 +81,37 @@ def initialize_distributed(coordinator_address: str | None = None,
         "(--xla_force_host_platform_device_count=1).", jax.local_device_count())
 
 
+def describe_peer_failure(error: BaseException, coordinator_address: str | None) -> str:
+  """A collective that failed in a multi-process run: which processes died.
+
+  A dead peer shows first as a transport error in this process's next
+  collective ("Connection reset by peer"). The coordination service names it
+  once its heartbeats have been missing for `HEARTBEAT_TIMEOUT_S`: in the
+  error of a barrier that waited for it (the trainer's last checkpoint
+  barrier, chained to `error`), or else in answer to a query that blocks that
+  long.
+  """
+  chain, cause = [], error
+  while cause is not None:
+    chain.append(str(cause))
+    cause = cause.__cause__ or cause.__context__
+  dead = sorted({int(i) for i in re.findall(r"Task (\d+) heartbeat timeout", "\n".join(chain))})
+  if not dead:
+    from jax._src import distributed  # pylint: disable=g-import-not-at-top
+    everyone = list(range(jax.process_count()))
+    try:
+      dead = sorted(set(everyone) - set(
+          distributed.global_state.client.get_live_nodes(everyone)))
+    except Exception:  # pylint: disable=broad-except
+      dead = [0]  # The coordination service, which process 0 runs, is gone.
+  first_line = chain[-1].splitlines()[0][:300]
+  return (f"Process {jax.process_index()} of {jax.process_count()} (coordinator "
+          f"{coordinator_address or 'detected by JAX'}): a collective failed because "
+          f"processes {dead} stopped answering (died or were killed); see their logs. "
+          "Rerun every process with the same flags to resume from the last checkpoint. "
+          f"The first error: {first_line}")
+
+
 def make_mesh(devices=None) -> Mesh:
   """A 1-D `data` mesh over all devices (of all processes), process-major.
 

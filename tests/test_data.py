@@ -161,6 +161,23 @@ def test_total_budget_is_balanced():
   assert counts.sum() == 105 and set(counts.tolist()) == {10, 11}
 
 
+def test_a_smaller_unlabeled_pool_is_a_seeded_subset_leaving_the_rest_alone():
+  labels = np.random.default_rng(0).integers(0, 10, 5000)
+  full = data.split_labels(labels, 10, num_labels=100, num_validation=500, seed=3)
+  small = data.split_labels(labels, 10, num_labels=100, num_validation=500,
+                            num_unlabeled=1000, seed=3)
+  np.testing.assert_array_equal(small.labeled, full.labeled)
+  np.testing.assert_array_equal(small.validation, full.validation)
+  assert len(small.unlabeled) == 1000 and np.isin(small.unlabeled, full.unlabeled).all()
+  assert np.all(np.diff(small.unlabeled) > 0)
+  # Spread over the split, not its first rows.
+  assert small.unlabeled.max() > 4000
+  with pytest.raises(ValueError, match=r"num_unlabeled=4401 must be None or in \[1, 4400\]"):
+    data.split_labels(labels, 10, num_labels=100, num_validation=500, num_unlabeled=4401)
+  with pytest.raises(ValueError, match="num_unlabeled=10 with num_labels=-1"):
+    data.split_labels(labels, 10, num_labels=-1, num_unlabeled=10)
+
+
 def test_budget_errors():
   labels = np.array([0] * 5 + [1] * 50)
   with pytest.raises(ValueError, match="class 0"):

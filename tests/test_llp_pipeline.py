@@ -64,9 +64,7 @@ def test_llp_bp_rounds_select_on_validation_bags_only(tmp_path):
   assert results["selected_round"] == int(np.argmin(losses))
   assert results["test"]["auc"] == rounds[results["selected_round"]]["test_auc"]
   assert results["test"]["auc"] > 0.75
-  # A finished run resumes every round from its checkpoints: same answer.
-  assert train_and_evaluate(_config("llp_bp", num_rounds=2, bp_sweeps=30),
-                            str(tmp_path)) == results
+  # Killed in each round and resumed: test_faults.py.
 
 
 def test_validation_bag_loss_is_dllp_on_bags():

@@ -1,8 +1,11 @@
-"""Runs of the real binary in subprocesses: kill/resume, SIGTERM, 2 processes."""
+"""Runs of the real binary in subprocesses: SIGTERM, a full disk, 2 processes
+(matching one, a missing one, a dead one). SIGKILL at several points:
+test_faults.py."""
 
 import json
 import os
 import pathlib
+import resource
 import signal
 import socket
 import subprocess
@@ -68,15 +71,6 @@ def uninterrupted(tmp_path_factory):
   return _run(tmp_path_factory.mktemp("full"), 1500)
 
 
-def test_sigkill_then_restart_gives_identical_final_metrics(tmp_path, uninterrupted):
-  returncode, stderr = _start_and_interrupt(tmp_path, 1500, signal.SIGKILL)
-  assert returncode == -signal.SIGKILL, stderr
-  assert not (tmp_path / "results.json").exists(), "the run finished before the kill"
-  resumed = _run(tmp_path, 1500, log=tmp_path / "resumed.log")
-  assert resumed == uninterrupted  # exactly, not approximately
-  assert "Resumed from step" in (tmp_path / "resumed.log").read_text()
-
-
 def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, uninterrupted):
   returncode, stderr = _start_and_interrupt(tmp_path, 1500, signal.SIGTERM)
   assert returncode == 75, stderr  # PREEMPTED_EXIT_CODE: "rerun to resume"
@@ -86,6 +80,25 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, uninterrupted)
   assert (tmp_path / "checkpoints" / str(saved)).exists()
   assert _run(tmp_path, 1500, log=tmp_path / "resumed.log") == uninterrupted
   assert f"Resumed from step {saved}." in (tmp_path / "resumed.log").read_text()
+
+
+def test_a_full_disk_fails_naming_the_directory_and_the_rerun_resumes(tmp_path, uninterrupted):
+  # Killed once checkpoints exist, then rerun where no file may grow past
+  # 500 kB (EFBIG, "File too large": to the run, a full disk); its next
+  # checkpoint (about 1 MB) fails to write.
+  assert _start_and_interrupt(tmp_path, 1500, signal.SIGKILL)[0] == -signal.SIGKILL
+  limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))
+  full = subprocess.run(_command(tmp_path, 1500), cwd=REPO, env=_env(4),
+                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600,
+                        preexec_fn=limit)
+  stderr = full.stderr.decode()
+  assert full.returncode == 74, stderr  # IO_ERROR_EXIT_CODE
+  assert (f"OSError: Writing a checkpoint under {tmp_path}/checkpoints failed: " in stderr
+          and "File too large" in stderr and "free space and rerun" in stderr), stderr
+  assert not (tmp_path / "results.json").exists()
+  # Space freed: the rerun resumes and ends where an uninterrupted run ends.
+  assert _run(tmp_path, 1500, log=tmp_path / "resumed.log") == uninterrupted
+  assert "Resumed from step" in (tmp_path / "resumed.log").read_text()
 
 
 def _free_port():
@@ -152,3 +165,35 @@ def test_a_missing_process_fails_the_run_within_a_minute_naming_it(tmp_path):
   assert elapsed < 60, (elapsed, text)
   assert (f"at coordinator 127.0.0.1:{port}: processes [1] have not all joined"
           in text), text
+
+
+def test_a_dead_peer_fails_the_survivor_within_a_minute_naming_it(tmp_path):
+  port = _free_port()
+  logs = [tmp_path / f"process_{i}.log" for i in range(2)]
+  procs = []
+  for i, log in enumerate(logs):
+    with open(log, "wb") as out:
+      procs.append(subprocess.Popen(
+          _command(tmp_path / "run", 100000, f"--coordinator_address=127.0.0.1:{port}",
+                   "--num_processes=2", f"--process_id={i}"),
+          cwd=REPO, env=_env(1), stdout=out, stderr=subprocess.STDOUT))
+  try:
+    # Kill process 1 once both train (the first checkpoint is a collective).
+    checkpoints = tmp_path / "run" / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline and not any(p.name.isdigit() for p in
+                                             checkpoints.glob("*")):
+      assert all(p.poll() is None for p in procs), logs[0].read_text()
+      time.sleep(0.1)
+    procs[1].kill()
+    killed = time.time()
+    procs[0].wait(timeout=300)
+    elapsed, text = time.time() - killed, logs[0].read_text()
+  finally:
+    for p in procs:
+      p.kill()
+      p.wait()
+  assert procs[0].returncode == 3, text  # PEER_FAILED_EXIT_CODE
+  assert elapsed < 60, (elapsed, text)
+  assert (f"Process 0 of 2 (coordinator 127.0.0.1:{port}): a collective failed because "
+          "processes [1] stopped answering" in text), text

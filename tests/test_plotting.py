@@ -36,6 +36,24 @@ def test_metrics_keep_one_row_per_step_and_split_across_a_resume(tmp_path):
     plotting.curve(str(tmp_path), "loss", split="test")
 
 
+def test_tensorboard_sees_every_writer_of_a_run(tmp_path):
+  # A run's train loop and final evaluation write separate event files,
+  # often in the same second; TensorBoard reads them in name order and takes
+  # a file read out of turn for a restart, hiding the steps before it. Ten
+  # runs, so that a name order that is right only by chance would show.
+  from tensorboard.backend.event_processing import event_accumulator
+  for run in range(10):
+    workdir = str(tmp_path / str(run))
+    for step, split in ((10, "train"), (20, "train"), (20, "test")):
+      writer = MetricWriter(workdir)  # as train_single_stage opens them
+      writer.write(step, split, {"loss": 1.0})
+      writer.close()
+    events = event_accumulator.EventAccumulator(workdir)
+    events.Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == [10, 20], run
+    assert [e.step for e in events.Scalars("test/loss")] == [20], run
+
+
 def test_read_table_parses_what_the_sweep_writes(tmp_path):
   path = tmp_path / "table.md"
   path.write_text("|  | num_labels=40 | num_labels=100 |\n| --- | --- | --- |\n"

@@ -2,9 +2,6 @@
 
 import json
 import os
-import subprocess
-import sys
-import textwrap
 
 import jax
 import jax.numpy as jnp
@@ -14,7 +11,8 @@ import optax
 import orbax.checkpoint as ocp
 import pytest
 
-from conftest import COLLECTIVE_TIMEOUTS, REPO_ROOT, requires_raw_data
+import kill_points
+from conftest import requires_raw_data
 from experiments.configs import simclr, simclrv2, ssl
 from labeljax import augment, methods, models, parallel
 from labeljax.selfsup import nt_xent_loss, probes
@@ -303,44 +301,17 @@ def test_bad_pretraining_settings_fail_before_training(tmp_path):
   assert not (tmp_path / "checkpoints").exists()
 
 
-_KILL_AND_RUN = textwrap.dedent("""
-    import json, os, signal, sys
-    from absl import logging
-    from labeljax.data import pipeline
-    from labeljax import methods
-    import ml_collections
-    config = ml_collections.ConfigDict(json.loads(sys.argv[1]))
-    kill_at = int(sys.argv[3])
-    original = pipeline.TrainLoader.local_batch
-    def local_batch(self, step):
-      if step == kill_at:  # the loader reads ahead; the kill lands mid-training
-        os.kill(os.getpid(), signal.SIGKILL)
-      return original(self, step)
-    pipeline.TrainLoader.local_batch = local_batch
-    logging.set_verbosity(logging.INFO)
-    methods.train_and_evaluate(config, sys.argv[2])
-    """)
-
-
-def _run_until(config, workdir, kill_at, log):
-  env = {**os.environ, "PYTHONPATH": str(REPO_ROOT),
-         "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {COLLECTIVE_TIMEOUTS}"}
-  with open(log, "a") as out:
-    return subprocess.run([sys.executable, "-c", _KILL_AND_RUN,
-                           json.dumps(config.to_dict()), workdir, str(kill_at)],
-                          stdout=out, stderr=subprocess.STDOUT, env=env, timeout=900,
-                          check=False).returncode
-
-
 @requires_raw_data
 def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(pretrained_dir, tmp_path):
   # The uninterrupted run is the fixture's: the same config on 4 devices.
   config = _simclr_config()
   log = tmp_path / "log.txt"
-  assert _run_until(config, str(tmp_path), 19, log) == -9, log.read_text()
+  # The loader reads ahead: its 20th batch is asked for mid-training.
+  kill = kill_points.KillPoint("labeljax.data.pipeline:TrainLoader.local_batch", 20)
+  assert kill_points.run(config, tmp_path, log, kill) == -9, log.read_text()
   steps = ocp.CheckpointManager(str(tmp_path / "checkpoints")).all_steps()
   assert 0 < max(steps) < 20, steps  # killed between two checkpoints
-  assert _run_until(config, str(tmp_path), -1, log) == 0, log.read_text()
+  assert kill_points.run(config, tmp_path, log) == 0, log.read_text()
   assert f"Resumed from step {max(steps)}" in log.read_text()
   results = [json.load(open(os.path.join(run, "results.json")))
              for run in (pretrained_dir, tmp_path)]

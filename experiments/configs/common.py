@@ -37,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
   config.num_labels = -1       # -1: every training label
   config.num_labels_per_class = None
   config.num_validation = 0
+  config.num_unlabeled = None   # None: every example neither labeled nor held out
   config.num_data_shards = 0  # 0: one global order, the same on any topology
 
   config.model = "mlp"

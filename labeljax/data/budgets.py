@@ -38,7 +38,7 @@ def per_class_budget(num_classes: int, *, num_labels_per_class: int | None = Non
 def split_labels(labels: np.ndarray, num_classes: int, *,
                  num_labels_per_class: int | None = None,
                  num_labels: int | None = None, num_validation: int = 0,
-                 seed: int = 0) -> LabelSplit:
+                 num_unlabeled: int | None = None, seed: int = 0) -> LabelSplit:
   """Seeded labeled / unlabeled / validation split of a training split.
 
   Args:
@@ -48,6 +48,8 @@ def split_labels(labels: np.ndarray, num_classes: int, *,
     num_labels: labels kept in total (balanced over classes); -1 keeps all.
     num_validation: examples moved to the validation set (random, before the
       budget is drawn, so validation never shrinks the budget's pool silently).
+    num_unlabeled: keep a random subset of this many unlabeled examples (a
+      smaller pool, e.g. for a quick run); None keeps them all.
     seed: the split is a pure function of the seed.
 
   Returns:
@@ -61,6 +63,9 @@ def split_labels(labels: np.ndarray, num_classes: int, *,
   order = rng.permutation(len(labels))
   validation, pool = order[:num_validation], order[num_validation:]
   if num_labels == -1:
+    if num_unlabeled is not None:
+      raise ValueError(f"num_unlabeled={num_unlabeled} with num_labels=-1: every "
+                       "example is labeled, none is left unlabeled.")
     return LabelSplit(np.sort(pool), np.zeros(0, np.int64), np.sort(validation))
   budget = per_class_budget(num_classes, num_labels_per_class=num_labels_per_class,
                             num_labels=num_labels, rng=rng)
@@ -74,6 +79,13 @@ def split_labels(labels: np.ndarray, num_classes: int, *,
     labeled.append(members[:budget[c]])
   labeled = np.sort(np.concatenate(labeled))
   unlabeled = np.setdiff1d(pool, labeled)
+  if num_unlabeled is not None:
+    if not 1 <= num_unlabeled <= len(unlabeled):
+      raise ValueError(f"num_unlabeled={num_unlabeled} must be None or in "
+                       f"[1, {len(unlabeled)}] (the unlabeled examples there are).")
+    # Its own stream: the labeled and validation draws stay as without it.
+    subset = np.random.default_rng([seed, 1]).permutation(len(unlabeled))[:num_unlabeled]
+    unlabeled = np.sort(unlabeled[subset])
   return LabelSplit(labeled.astype(np.int64), unlabeled.astype(np.int64),
                     np.sort(validation).astype(np.int64))
 

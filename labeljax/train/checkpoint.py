@@ -7,6 +7,7 @@ file, flipped bytes) is moved to `workdir/corrupt_checkpoints/STEP` with a
 warning, so the run continues from the one before; orbax keeps two.
 """
 
+import contextlib
 import hashlib
 import json
 import os
@@ -97,15 +98,33 @@ class Checkpointer:
       with open(self.digests_path + ".tmp", "w") as f:
         json.dump(self.digests, f)
       os.replace(self.digests_path + ".tmp", self.digests_path)
-    return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
+    with self._reporting_write_errors():
+      return self.manager.save(step, args=ocp.args.StandardSave(state), force=True)
 
   def reached_preemption(self, step: int) -> bool:
     """True on every process once a multi-process run got a preemption notice."""
     return jax.process_count() > 1 and self.manager.reached_preemption(step)
 
   def close(self) -> None:
-    self.manager.wait_until_finished()
+    with self._reporting_write_errors():
+      self.manager.wait_until_finished()
     self.manager.close()
+
+  @contextlib.contextmanager
+  def _reporting_write_errors(self):
+    """A failed (asynchronous) save, e.g. on a full disk, surfaces at the next
+    save or at close; as an OSError naming the directory, whatever layer
+    (TensorStore, orbax, the OS) raised it."""
+    try:
+      yield
+    except Exception as error:  # pylint: disable=broad-except
+      if isinstance(error, jax.errors.JaxRuntimeError):
+        raise  # a failed collective, not a write
+      detail = str(error).splitlines()[0] if str(error) else type(error).__name__
+      raise OSError(
+          f"Writing a checkpoint under {self.directory} failed: {detail[:500]}. If the "
+          "disk is full, free space and rerun: the run resumes from the last "
+          "complete checkpoint.") from error
 
 
 def _host_leaves(state) -> list[np.ndarray]:

@@ -13,7 +13,6 @@ import json
 import numbers
 import os
 import time
-import uuid
 
 import jax
 from absl import logging
@@ -79,9 +78,12 @@ class MetricWriter:
     if self._events is None:
       # A suffix of its own: two writers opened in the same second (the train
       # loop's and the final evaluation's) would otherwise share one file name.
+      # It sorts in opening order: TensorBoard reads the files in name order,
+      # and a file read out of turn looks like a restart that hides the later
+      # steps of the files before it.
       self._events = SummaryWriter(self.workdir, flush_secs=10,
                                    purge_step=self._purge_step,
-                                   filename_suffix=f".{uuid.uuid4().hex[:8]}")
+                                   filename_suffix=f".{time.time_ns():020d}")
     prefix = f"{stage}/{split}" if stage else split
     for key, value in metrics.items():
       if isinstance(value, numbers.Real) and not isinstance(value, bool):

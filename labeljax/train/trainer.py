@@ -70,7 +70,8 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
       dataset.train.labels, dataset.info.num_classes,
       num_labels_per_class=per_class,
       num_labels=None if per_class is not None else config.num_labels,
-      num_validation=num_validation, seed=config.seed)
+      num_validation=num_validation, num_unlabeled=config.get("num_unlabeled"),
+      seed=config.seed)
   validation = (dataset.validation if dataset.validation is not None
                 else dataset.train.take(split.validation))
   return Data(dataset, split, validation)
