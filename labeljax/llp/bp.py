@@ -96,7 +96,8 @@ _NODE_MULTIPLE = 128
 class BagBlock(NamedTuple):
   """Bags of similar size, padded to one capacity."""
   members: jax.Array  # [num_bags, capacity] int32 instance ids; padding = num_nodes
-  counts: jax.Array   # [num_bags] float32 positives k_b
+  counts: jax.Array   # [num_bags] float32 positives k_b ([num_bags, C] class counts
+                      # in multiclass_bp)
 
 
 class LLPGraph(NamedTuple):
@@ -122,7 +123,7 @@ class BPResult(NamedTuple):
 # ---------------------------------------------------------------- construction
 
 
-def _check_lambda(name: str, value) -> float:
+def check_lambda(name: str, value) -> float:
   value = float(value)
   if not (math.isfinite(value) and value > 0):
     raise ValueError(f"{name} must be a finite number > 0, got {value}.")
@@ -232,15 +233,28 @@ def build_llp_graph(features_or_edges, bag_ids, bag_counts, *,
     An `LLPGraph` for `run_bp`.
   """
   num_nodes = len(bag_ids)
-  lambda_bag = _check_lambda("lambda_bag", lambda_bag)
-  lambda_sim = _check_lambda("lambda_sim", lambda_sim)
+  lambda_bag = check_lambda("lambda_bag", lambda_bag)
   bag_ids, counts = validate_bags(bag_ids, bag_counts, num_nodes, allow_unbagged)
-  knn.check_kernel(kernel, length_scale)
   field = jnp.zeros(num_nodes, jnp.float32)
   if prior_log_odds is not None:
     field = jnp.asarray(prior_log_odds, jnp.float32)
     if field.shape != (num_nodes,) or not bool(jnp.isfinite(field).all()):
       raise ValueError(f"prior_log_odds must be finite with shape ({num_nodes},).")
+  senders, receivers, weights = similarity_edges(
+      features_or_edges, num_nodes, lambda_sim=lambda_sim, num_neighbors=num_neighbors,
+      metric=metric, kernel=kernel, length_scale=length_scale)
+  return LLPGraph(field, senders, receivers, weights,
+                  bag_blocks(bag_ids, counts, min_bags_per_block), lambda_bag)
+
+
+def similarity_edges(features_or_edges, num_nodes: int, *, lambda_sim: float,
+                     num_neighbors: int, metric: str, kernel: str, length_scale: float):
+  """Checked undirected edges (senders, receivers, weights λ_s K_ij) for N nodes.
+
+  See `build_llp_graph` for the arguments.
+  """
+  lambda_sim = check_lambda("lambda_sim", lambda_sim)
+  knn.check_kernel(kernel, length_scale)
   if isinstance(features_or_edges, knn.Edges):
     edges = features_or_edges
     for name, ids in (("senders", edges.senders), ("receivers", edges.receivers)):
@@ -261,8 +275,7 @@ def build_llp_graph(features_or_edges, bag_ids, bag_counts, *,
     edges = knn.knn_graph(features, num_neighbors, metric)
   edges = knn.undirected(edges)
   weights = lambda_sim * knn.kernel_weights(edges.distances, kernel, length_scale)
-  return LLPGraph(field, edges.senders.astype(jnp.int32), edges.receivers.astype(jnp.int32),
-                  weights, bag_blocks(bag_ids, counts, min_bags_per_block), lambda_bag)
+  return edges.senders.astype(jnp.int32), edges.receivers.astype(jnp.int32), weights
 
 
 # ------------------------------------------------------------------- messages
@@ -412,6 +425,44 @@ def _in_chunks(fn, num_chunks: int, *args):
   return out.reshape((-1,) + out.shape[2:])[:num_bags]
 
 
+def count_factor_messages(cavity, valid, counts, old, lam, bag_factor: str, window: int):
+  """New messages of factors exp(−λ (c − k)²) on the counts of rows of members.
+
+  Args:
+    cavity: [nb, B] cavity log-odds of the members.
+    valid: [nb, B] bool, real members.
+    counts: [nb] k of each row.
+    old: [nb, B] current messages, kept where the new one is not finite.
+    lam: λ.
+    bag_factor: "cardinality" (exact), "gaussian" or "saddlepoint": the
+      Gaussian message of the tilted law, θ + the "gaussian" formula with
+      cavities t + θ and count k − θ / 2λ (the tilted law's mean). Tilting
+      moves the Gaussian from the law's tail to its bulk: the classical
+      saddle-point approximation, close to exact for large bags.
+    window: `count_window(B, λ)`; used by "cardinality" only.
+
+  Returns:
+    [nb, B] log-odds messages, 0 at padding.
+  """
+  if bag_factor == "gaussian":
+    new = _gaussian_messages(cavity, valid, counts, lam)
+  elif bag_factor == "saddlepoint":
+    theta = _tilt(cavity, valid, counts, lam)
+    new = theta[:, None] + _gaussian_messages(cavity + theta[:, None], valid,
+                                              counts - theta / (2 * lam), lam)
+  else:
+    num_chunks = -(-valid.shape[0] * window // _STEP_ELEMENTS)
+    new = _in_chunks(lambda *x: _cardinality_messages(*x, lam, window), num_chunks,
+                     cavity, valid, counts)
+    # The exact message lies in [min, max] of log ψ(c+1)/ψ(c) over c in
+    # [0, size − 1]; off that (0/0 from an extreme, untiltable input) keep the old one.
+    size = valid.sum(-1, keepdims=True)
+    k = counts[:, None]
+    new = jnp.where(jnp.isfinite(new),
+                    jnp.clip(new, -lam * (2 * (size - 1 - k) + 1), lam * (2 * k - 1)), old)
+  return jnp.where(valid, new, 0.0)
+
+
 def _bag_update(block: BagBlock, h, old, lam, bag_factor: str, window: int,
                 num_nodes: int):
   """New messages from one block's bag factors given beliefs h."""
@@ -419,20 +470,8 @@ def _bag_update(block: BagBlock, h, old, lam, bag_factor: str, window: int,
   h_members = h.at[block.members].get(mode="fill", fill_value=0.0)
   if bag_factor == "pairwise":
     return _pairwise_messages(h_members, valid, old, lam)
-  cavity = h_members - old
-  if bag_factor == "gaussian":
-    new = _gaussian_messages(cavity, valid, block.counts, lam)
-  else:
-    num_chunks = -(-valid.shape[0] * window // _STEP_ELEMENTS)
-    new = _in_chunks(lambda *x: _cardinality_messages(*x, lam, window), num_chunks,
-                     cavity, valid, block.counts)
-    # The exact message lies in [min, max] of log ψ(c+1)/ψ(c) over c in
-    # [0, size − 1]; off that (0/0 from an extreme, untiltable input) keep the old one.
-    size = valid.sum(-1, keepdims=True)
-    k = block.counts[:, None]
-    new = jnp.where(jnp.isfinite(new),
-                    jnp.clip(new, -lam * (2 * (size - 1 - k) + 1), lam * (2 * k - 1)), old)
-  return jnp.where(valid, new, 0.0)
+  return count_factor_messages(h_members - old, valid, block.counts, old, lam, bag_factor,
+                               window)
 
 
 def _bag_incoming(msgs, bag_factor: str):
@@ -447,7 +486,8 @@ def _round_up(n: int, m: int) -> int:
   return -(-n // m) * m
 
 
-def _beliefs(senders, receivers, bags, field, msgs, bag_factor: str):
+def beliefs(senders, receivers, bags, field, msgs, bag_factor: str):
+  """Field plus all incoming messages; rows of [N] or [N, C] (multiclass_bp)."""
   sim_fwd, sim_bwd, bag_msgs = msgs
   n = field.shape[0]
   h = (field + jax.ops.segment_sum(sim_fwd, receivers, n)
@@ -457,51 +497,68 @@ def _beliefs(senders, receivers, bags, field, msgs, bag_factor: str):
   return h
 
 
+def damped_sweeps(update, msgs, num_sweeps, damping, tol):
+  """Flooding updates m ← α m + (1 − α) update(m) until `num_sweeps` or a change ≤ tol.
+
+  Returns the messages, the largest change of the last sweep and the sweeps run.
+  """
+  def body(state):
+    i, msgs, _ = state
+    damped = jax.tree.map(lambda new, old: damping * old + (1 - damping) * new,
+                          update(msgs), msgs)
+    changes = [jnp.max(jnp.abs(d - o), initial=0.0)
+               for d, o in zip(jax.tree.leaves(damped), jax.tree.leaves(msgs))]
+    return i + 1, damped, jnp.max(jnp.stack(changes))
+
+  def cond(state):
+    i, _, delta = state
+    return (i < num_sweeps) & (delta > tol)
+
+  i, msgs, delta = lax.while_loop(cond, body, (jnp.int32(0), msgs, jnp.float32(jnp.inf)))
+  return msgs, delta, i
+
+
+def pad_graph(field, senders, receivers, weights):
+  """Pads nodes (rows of `field`) and edges to the loop-friendly multiples.
+
+  Extra nodes have no factors; extra edges are zero-weight self-loops on the
+  last node (their messages are exactly 0).
+  """
+  n = field.shape[0]
+  field = jnp.pad(field, [(0, _round_up(n, _NODE_MULTIPLE) - n)] + [(0, 0)] * (field.ndim - 1))
+  num_edges = senders.shape[0]
+  edge_pad = (0, _round_up(max(num_edges, 1), _EDGE_MULTIPLE) - num_edges)
+  senders = jnp.pad(senders, edge_pad, constant_values=field.shape[0] - 1)
+  receivers = jnp.pad(receivers, edge_pad, constant_values=field.shape[0] - 1)
+  return field, senders, receivers, jnp.pad(weights, edge_pad)
+
+
 @functools.partial(jax.jit, static_argnames=("bag_factor", "windows"))
 def _run_bp(graph: LLPGraph, num_sweeps, damping, tol, *, bag_factor: str,
             windows: tuple[int, ...]) -> BPResult:
   n, lam = graph.num_nodes, graph.lambda_bag
-  # Padding: extra nodes have no factors; extra edges are zero-weight self-loops
-  # on the last node (their messages are exactly 0).
-  field = jnp.pad(graph.field, (0, _round_up(n, _NODE_MULTIPLE) - n))
-  num_edges = graph.senders.shape[0]
-  edge_pad = (0, _round_up(max(num_edges, 1), _EDGE_MULTIPLE) - num_edges)
-  senders = jnp.pad(graph.senders, edge_pad, constant_values=field.shape[0] - 1)
-  receivers = jnp.pad(graph.receivers, edge_pad, constant_values=field.shape[0] - 1)
-  weights = jnp.pad(graph.weights, edge_pad)
+  field, senders, receivers, weights = pad_graph(graph.field, graph.senders, graph.receivers,
+                                                 graph.weights)
   if bag_factor == "pairwise":
     for block in graph.bags:
       unary = jnp.broadcast_to(-lam * (1 - 2 * block.counts[:, None]), block.members.shape)
       field = field.at[block.members].add(unary, mode="drop")
 
-  def sweep(msgs):
+  def update(msgs):
     sim_fwd, sim_bwd, bag_msgs = msgs
-    h = _beliefs(senders, receivers, graph.bags, field, msgs, bag_factor)
-    new = (_edge_messages(h[senders] - sim_bwd, weights),
-           _edge_messages(h[receivers] - sim_fwd, weights),
-           tuple(_bag_update(block, h, m, lam, bag_factor, w, n)
-                 for block, m, w in zip(graph.bags, bag_msgs, windows)))
-    damped = jax.tree.map(lambda new, old: damping * old + (1 - damping) * new, new, msgs)
-    changes = [jnp.max(jnp.abs(d - o), initial=0.0)
-               for d, o in zip(jax.tree.leaves(damped), jax.tree.leaves(msgs))]
-    return damped, jnp.max(jnp.stack(changes))
-
-  def body(state):
-    i, msgs, _ = state
-    msgs, delta = sweep(msgs)
-    return i + 1, msgs, delta
-
-  def cond(state):
-    i, _, delta = state
-    return (i < num_sweeps) & (delta > tol)
+    h = beliefs(senders, receivers, graph.bags, field, msgs, bag_factor)
+    return (_edge_messages(h[senders] - sim_bwd, weights),
+            _edge_messages(h[receivers] - sim_fwd, weights),
+            tuple(_bag_update(block, h, m, lam, bag_factor, w, n)
+                  for block, m, w in zip(graph.bags, bag_msgs, windows)))
 
   def bag_zeros(block):
     shape = block.members.shape
     return jnp.zeros(shape + shape[-1:] if bag_factor == "pairwise" else shape)
 
   msgs = (jnp.zeros_like(weights), jnp.zeros_like(weights), tuple(map(bag_zeros, graph.bags)))
-  i, msgs, delta = lax.while_loop(cond, body, (jnp.int32(0), msgs, jnp.float32(jnp.inf)))
-  h = _beliefs(senders, receivers, graph.bags, field, msgs, bag_factor)[:n]
+  msgs, delta, i = damped_sweeps(update, msgs, num_sweeps, damping, tol)
+  h = beliefs(senders, receivers, graph.bags, field, msgs, bag_factor)[:n]
   return BPResult(jax.nn.sigmoid(h), h, delta, i)
 
 
@@ -520,15 +577,21 @@ def run_bp(graph: LLPGraph, num_sweeps: int = 100, damping: float = 0.5,
   One compilation per graph shape and `bag_factor`; sweeps, damping and tol
   are traced.
   """
-  if bag_factor not in BAG_FACTORS:
-    raise ValueError(f"Unknown bag_factor {bag_factor!r}; choose one of {BAG_FACTORS}.")
+  tol = check_run_options(num_sweeps, damping, tol, bag_factor, BAG_FACTORS)
+  lam = check_lambda("graph.lambda_bag", graph.lambda_bag)
+  windows = tuple(count_window(b.members.shape[1], lam) for b in graph.bags)
+  return _run_bp(graph, num_sweeps, damping, tol, bag_factor=bag_factor, windows=windows)
+
+
+def check_run_options(num_sweeps: int, damping: float, tol: float | None, bag_factor: str,
+                      bag_factors: tuple[str, ...]) -> float:
+  """Checks the options of `run_bp`; returns `tol` with None as −1 (never met)."""
+  if bag_factor not in bag_factors:
+    raise ValueError(f"Unknown bag_factor {bag_factor!r}; choose one of {bag_factors}.")
   if num_sweeps < 1:
     raise ValueError(f"num_sweeps must be >= 1, got {num_sweeps}.")
   if not 0 <= damping < 1:
     raise ValueError(f"damping must be in [0, 1), got {damping}.")
   if tol is not None and not tol >= 0:
     raise ValueError(f"tol must be >= 0 or None, got {tol}.")
-  lam = _check_lambda("graph.lambda_bag", graph.lambda_bag)
-  windows = tuple(count_window(b.members.shape[1], lam) for b in graph.bags)
-  return _run_bp(graph, num_sweeps, damping, -1.0 if tol is None else tol,
-                 bag_factor=bag_factor, windows=windows)
+  return -1.0 if tol is None else tol
