@@ -6,12 +6,14 @@ machine is, which polling from outside cannot promise. `KillPoint("labeljax.
 data.pipeline:TrainLoader.local_batch", 130)` kills mid-training (the loader
 reads ahead of the step being trained); `after=True` kills as soon as the call
 returns, e.g. while an asynchronous checkpoint save it started is being written.
+A run can also be given a full disk (`max_file_bytes`).
 """
 
 import dataclasses
 import json
 import os
 import pathlib
+import resource
 import subprocess
 import sys
 import textwrap
@@ -59,9 +61,17 @@ _KILL_AND_RUN = textwrap.dedent("""
     """)
 
 
-def run(config, workdir, log: pathlib.Path, kill: Optional[KillPoint] = None) -> int:
+def _limit_file_size(max_bytes: int):
+  # Writing a file past the limit fails with EFBIG, "File too large" (Python
+  # ignores SIGXFSZ): to the run, the disk is full.
+  return lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
+
+
+def run(config, workdir, log: pathlib.Path, kill: Optional[KillPoint] = None,
+        max_file_bytes: Optional[int] = None) -> int:
   """Runs `config` into `workdir` (4 CPU devices), appending its output to
-  `log`; the exit code (-9 when killed)."""
+  `log`; the exit code (-9 when killed). With `max_file_bytes` no file may
+  grow past that size (`log` included: give that run a log of its own)."""
   env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "JAX_PLATFORMS": "cpu",
          "XLA_FLAGS": f"--xla_force_host_platform_device_count=4 {COLLECTIVE_TIMEOUTS}"}
   point = json.dumps(dataclasses.asdict(kill) if kill else None)
@@ -71,4 +81,6 @@ def run(config, workdir, log: pathlib.Path, kill: Optional[KillPoint] = None) ->
     return subprocess.run([sys.executable, "-c", _KILL_AND_RUN, json.dumps(config.to_dict()),
                            str(workdir), point],
                           stdout=out, stderr=subprocess.STDOUT, env=env, timeout=900,
-                          check=False).returncode
+                          check=False,
+                          preexec_fn=max_file_bytes and _limit_file_size(max_file_bytes)
+                          ).returncode

@@ -92,6 +92,15 @@ def test_bad_image_input_exits_2_naming_the_problem(args, message, tmp_path_fact
   _check(args, message, tmp_path_factory.getbasetemp() / "shared_workdir", caplog)
 
 
+def test_a_workdir_that_cannot_be_written_exits_74_naming_it(tmp_path, caplog):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("")
+  with caplog.at_level("ERROR"):
+    assert _cli(SUPERVISED, workdir=blocker / "run") == train.IO_ERROR_EXIT_CODE
+  errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+  assert len(errors) == 1 and str(blocker) in errors[0], errors
+
+
 def test_after_the_bad_inputs_a_correct_run_in_the_same_workdir_works(tmp_path_factory):
   """Runs last in this file: every case above failed into this workdir."""
   workdir = tmp_path_factory.getbasetemp() / "shared_workdir"

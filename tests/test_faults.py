@@ -73,23 +73,37 @@ def _run_through_kills(config, workdir: pathlib.Path, kills):
   return log.read_text()
 
 
-def test_a_run_killed_at_three_points_ends_as_an_uninterrupted_one(tmp_path):
+def test_a_run_killed_at_three_points_and_out_of_disk_ends_as_an_uninterrupted_one(tmp_path):
   config = _supervised_config()
   log = tmp_path / "full.log"
   assert kill_points.run(config, tmp_path / "full", log) == 0, log.read_text()
-  text = _run_through_kills(config, tmp_path / "killed", [
+  killed = tmp_path / "killed"
+  kills = [
       KillPoint(LOADER, 130),  # mid-training, between two checkpoints
       # As the second save of the resumed run is being written (orbax saves
       # asynchronously, so the kill lands inside the write).
       KillPoint("orbax.checkpoint:CheckpointManager.save", 2, after=True),
-      # Trained and evaluated, test rows logged, results.json not yet written.
-      KillPoint("labeljax.train.trainer:write_results", 1),
-  ])
-  # Resumed from 100; from 150 (or 200 if the killed write had completed);
-  # from the end, where only the evaluation is repeated.
-  resumes = [int(s.split(".")[0]) for s in text.split("Resumed from step ")[1:]]
-  assert resumes[0] == 100 and resumes[1] in (150, 200) and resumes[2] == 300, resumes
-  _assert_same_run(tmp_path / "full", tmp_path / "killed", [(".", 300)])
+  ]
+  for kill in kills:
+    assert kill_points.run(config, killed, tmp_path / "killed.log", kill) == -signal.SIGKILL
+  # A full disk: no file may grow past 500 kB, and the next checkpoint (about
+  # 1 MB) fails to write. The run stops with a message naming the directory.
+  disk_log = tmp_path / "disk_full.log"
+  assert kill_points.run(config, killed, disk_log, max_file_bytes=500_000) == 1
+  assert (f"OSError: Writing a checkpoint under {killed}/checkpoints failed: "
+          in disk_log.read_text()), disk_log.read_text()
+  assert "File too large" in disk_log.read_text() and "free space and rerun" in disk_log.read_text()
+  # Space freed; then trained and evaluated, test rows logged, results.json
+  # not yet written.
+  text = _run_through_kills(config, killed, [
+      KillPoint("labeljax.train.trainer:write_results", 1)])
+  # Resumed from 100; from 150 (or 200 if the killed write had completed),
+  # twice, since the full disk saved nothing; from the end, where only the
+  # evaluation is repeated.
+  resumed = lambda text: [int(s.split(".")[0]) for s in text.split("Resumed from step ")[1:]]
+  [at] = resumed(disk_log.read_text())
+  assert at in (150, 200) and resumed(text) == [100, at, 300], (at, resumed(text))
+  _assert_same_run(tmp_path / "full", killed, [(".", 300)])
 
 
 def test_a_pipeline_killed_in_each_stage_ends_as_an_uninterrupted_one(tmp_path):

@@ -1,11 +1,10 @@
-"""Runs of the real binary in subprocesses: SIGTERM, a full disk, 2 processes
-(matching one, a missing one, a dead one). SIGKILL at several points:
+"""Runs of the real binary in subprocesses: SIGTERM, 2 processes (matching
+one, a missing one, a dead one). SIGKILL at several points and a full disk:
 test_faults.py."""
 
 import json
 import os
 import pathlib
-import resource
 import signal
 import socket
 import subprocess
@@ -80,25 +79,6 @@ def test_sigterm_saves_a_checkpoint_and_the_run_resumes(tmp_path, uninterrupted)
   assert (tmp_path / "checkpoints" / str(saved)).exists()
   assert _run(tmp_path, 1500, log=tmp_path / "resumed.log") == uninterrupted
   assert f"Resumed from step {saved}." in (tmp_path / "resumed.log").read_text()
-
-
-def test_a_full_disk_fails_naming_the_directory_and_the_rerun_resumes(tmp_path, uninterrupted):
-  # Killed once checkpoints exist, then rerun where no file may grow past
-  # 500 kB (EFBIG, "File too large": to the run, a full disk); its next
-  # checkpoint (about 1 MB) fails to write.
-  assert _start_and_interrupt(tmp_path, 1500, signal.SIGKILL)[0] == -signal.SIGKILL
-  limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (500_000, 500_000))
-  full = subprocess.run(_command(tmp_path, 1500), cwd=REPO, env=_env(4),
-                        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600,
-                        preexec_fn=limit)
-  stderr = full.stderr.decode()
-  assert full.returncode == 74, stderr  # IO_ERROR_EXIT_CODE
-  assert (f"OSError: Writing a checkpoint under {tmp_path}/checkpoints failed: " in stderr
-          and "File too large" in stderr and "free space and rerun" in stderr), stderr
-  assert not (tmp_path / "results.json").exists()
-  # Space freed: the rerun resumes and ends where an uninterrupted run ends.
-  assert _run(tmp_path, 1500, log=tmp_path / "resumed.log") == uninterrupted
-  assert "Resumed from step" in (tmp_path / "resumed.log").read_text()
 
 
 def _free_port():
