@@ -202,6 +202,18 @@ def test_random_bag_counts_equal_label_sums():
   assert (dropped.bag_ids == -1).sum() == 3 and dropped.num_bags == 100
 
 
+def test_random_bags_count_every_class():
+  """Multi-class LLP-BP reads the per-class counts [num_bags, C]."""
+  labels = np.random.default_rng(2).integers(0, 10, 1003)
+  bags = data.random_bags(labels, 10, bag_size=16, seed=0)
+  for b in range(bags.num_bags):
+    np.testing.assert_array_equal(bags.label_counts[b],
+                                  np.bincount(labels[bags.bag_ids == b], minlength=10))
+  np.testing.assert_array_equal(bags.label_counts.sum(1), bags.sizes)
+  with pytest.raises(ValueError, match="positive_counts is defined for binary labels only"):
+    bags.positive_counts
+
+
 def test_feature_bags_respect_size_limits(adult):
   columns = (list(adult.info.schema.categorical).index("education"),
              list(adult.info.schema.categorical).index("race"))

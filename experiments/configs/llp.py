@@ -7,10 +7,35 @@ r"""Learning from label proportions: only bag label counts are used for training
 Methods: dllp, easyllp, ot (optimal-transport pseudo-labels), llp_bp. Bags:
 random bags of `bag_size` over the training pool, or feature bags
 (`bagging=feature`, grouped by `bag_columns`, sizes in [50, 2500] as in
-LLP-Bench). Test metrics are instance-level (AUC for binary).
+LLP-Bench). Test metrics are instance-level (AUC for binary, accuracy always).
+Tabular data sets train the MLP, images the small CNN (CPU-sized widths
+16-32-64); `model=` overrides.
 No model selection on instance labels: the model of the last step is reported.
 LLP-BP runs `rounds` rounds (default 2, as in the paper's code) and keeps the
-round with the lowest DLLP loss on validation bags.
+round with the lowest DLLP loss on validation bags. It handles any number of
+classes (binary BP for 2, multi-class BP for more), e.g. Fashion-MNIST in bags
+of 256:
+
+  python -m experiments.train \
+      --config=experiments/configs/llp.py:dataset=fashion_mnist,bag_size=256,method=llp_bp,num_steps=1000 \
+      --workdir=/tmp/labeljax/llp_bp_fashion_mnist256
+
+With 200 steps and `rounds=1` instead (seed 0, 2-core CPU shared with other
+jobs) it reaches 0.736 test accuracy in 2.3 minutes (BP marginals: 0.768 on
+the pool); DLLP with the same 200 steps 0.372 (0.238 with model=mlp).
+Caveat: at bag 256 the 2000 validation images make 8 bags of near-uniform
+proportions, whose DLLP loss barely tells rounds apart (2 rounds of 50 steps:
+2.3012 and 2.3007, test accuracy 0.632 and 0.570; round 1 was selected).
+Its round-0 kNN graph is built on the flattened inputs (images in [0, 1]), or
+with `graph_representation=pretrained,init_from=WORKDIR` on the embedding of
+a SimCLR encoder (experiments/configs/simclr.py); the networks train from
+scratch either way. `bag_factor` is the form of the bag term: "cardinality"
+(exact, both BPs), "pairwise" (binary only), "saddlepoint" (multi-class only)
+or "gaussian". The exact form is the default for images too: on the first
+58k Fashion-MNIST images in bags of 256 (C = 10), 100 sweeps took 17-23 s
+exact and 5-7 s "saddlepoint" (nice -n 19), for the same marginal accuracy
+(0.7792 and 0.7789), while the kNN graph on the 784 pixels took 92 s and a
+round's training takes minutes.
 `prior_bias=True` starts the output bias at the log label prior (from the bag
 counts); on llp_bp_bank at bag 512 it lifts DLLP's test AUC from 0.355 to 0.584
 (3 seeds, results/llp_llp_bp_bank.md).
@@ -21,15 +46,22 @@ from experiments.configs import common
 
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset="adult", method="dllp", bag_size=128,
-                          bagging="random", seed=0, num_steps=2000,
-                          bag_factor="cardinality", prior_bias=False, rounds=2)
+                          bagging="random", seed=0, num_steps=2000, model="",
+                          bag_factor="cardinality", prior_bias=False, rounds=2,
+                          graph_representation="inputs", init_from="")
   config = common.base_config()
   config.method = args.method
   config.dataset = args.dataset
   config.seed = args.seed
   config.num_labels = -1
   config.num_validation = 0
-  config.model = "mlp"
+  tabular = args.dataset in ("adult", "bank_marketing", "llp_bp_bank")
+  config.model = args.model or ("mlp" if tabular else "small_cnn")
+  if config.model == "small_cnn":
+    config.model_kwargs = dict(widths=(16, 32, 64), embedding_dim=128)  # CPU-sized
+  # A SimCLR pretraining workdir: LLP-BP's round-0 graph with
+  # graph_representation=pretrained (the other methods reject it).
+  config.init_from = args.init_from or None
   config.batch_size = 512          # instance slots; at least one bag
   config.num_steps = args.num_steps
   config.optimizer.learning_rate = 1e-3
@@ -57,8 +89,10 @@ def get_config(arg=None):
     config.pseudo_labels = "soft"
     config.pseudo_threshold = 0.5
     config.bag_loss_weight = 0.1
-    config.hidden_sizes = (256, 128)
-    config.bag_hidden = 64
+    config.graph_representation = args.graph_representation  # round 0's kNN graph
+    if config.model == "mlp":
+      config.model_kwargs = dict(hidden_sizes=(256, 128))
+    config.bag_hidden = 64  # the bag head's hidden layer
     config.num_validation = 2000  # held out as validation *bags*
   config.log_every = 200
   config.eval_every = config.num_steps

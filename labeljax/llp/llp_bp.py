@@ -2,27 +2,43 @@
 
 Havaldar, Sharma, Sareen, Shanmugam and Raghuveer, "Learning from Label
 Proportions: Bootstrapping Supervised Learners via Belief Propagation", ICLR
-2024. Each of R rounds:
+2024. Labels y_i in {0, ..., C−1}, C >= 2; each bag b has known class counts
+k_{b,c}. Each of R rounds:
 
-1. build the kNN graph on the current representation (the raw features in
-   round 0, the previous round's penultimate embeddings after);
-2. run BP on the Gibbs model of `bp` (similarity + bag-count terms) to get
-   instance marginals P(y_i = 1);
-3. turn them into pseudo-labels (soft, or hard at a threshold);
-4. train a fresh MLP on bag batches with the aggregate-embedding loss
+1. build the kNN graph on the current representation: in round 0 the raw
+   inputs, flattened (images in [0, 1], as the models see them), or with
+   `graph_representation="pretrained"` the embedding h of the SimCLR encoder
+   in `init_from`; after that the previous round's penultimate embeddings;
+2. run BP on the Gibbs model of similarity and bag-count terms to get the
+   instance marginals P(y_i = c), [N, C]: for C = 2 the binary model of `bp`
+   on the positive counts k_{b,1}, for C > 2 the model of `multiclass_bp`
+   with one count term λ_b (n_{b,c} − k_{b,c})² per (bag, class). (At C = 2
+   the multi-class model would be the binary one with 2 λ_b, as both classes'
+   terms are equal there);
+3. turn them into pseudo-label distributions ỹ_i (soft, or hard at a
+   threshold: `pseudo_label_targets`);
+4. train a fresh network f = `config.model` (any `models` network: the MLP
+   for tabular data, the small CNN for images) on bag batches with the
+   aggregate-embedding loss
 
        L = mean_i H(ỹ_i, f(x_i)) + λ · mean_b H(α_b, g(mean_{i∈b} h(x_i))),
 
-   h the penultimate embedding and g a small bag head (one hidden layer);
-5. its embeddings become the next round's representation.
+   h the network's penultimate embedding, α_b the bag's class proportions and
+   g a small bag head (one hidden layer, `BagHeadModel`);
+5. its embeddings h become the next round's representation.
 
 Model selection uses only what an LLP user has: the DLLP loss of each round's
 model on held-out *validation bags* (their label proportions). Instance-level
-validation metrics are logged as `oracle_*` for analysis and never select.
+metrics (of the BP marginals and of the validation predictions) are logged as
+`oracle_*` for analysis and never select.
+
+`init_from` only feeds round 0's graph: every round's network trains from
+scratch (with `graph_representation="inputs"` it is an error, so a pretrained
+encoder is never silently unused).
 """
 
 import os
-from typing import Sequence
+from typing import NamedTuple
 
 import flax.linen as nn
 import jax
@@ -35,28 +51,37 @@ from absl import logging
 from labeljax import metrics as metrics_lib
 from labeljax import parallel
 from labeljax.data import bags as bags_lib
+from labeljax.data.datasets import Examples
 from labeljax.llp import bp as bp_lib
 from labeljax.llp import losses
+from labeljax.llp import multiclass_bp
 from labeljax.llp import training as llp_training
-from labeljax.models import MLP, ModelOutput
+from labeljax.models import ModelOutput
 from labeljax.train import evaluate as evaluate_lib
+from labeljax.train import pretrained as pretrained_lib
 from labeljax.train import trainer
 from labeljax.train.metric_writer import MetricWriter
 from labeljax.train.step import LossAux, apply_model, model_inputs
 
+# What round 0's kNN graph is built on (config.graph_representation).
+GRAPH_REPRESENTATIONS = ("inputs", "pretrained")
 
-class BagHeadMLP(nn.Module):
-  """An MLP classifier plus a bag head on mean-pooled penultimate embeddings."""
-  num_classes: int
-  hidden_sizes: Sequence[int] = (256, 128)
+
+class BagHeadModel(nn.Module):
+  """`instance_model` plus a bag head on its mean-pooled penultimate embeddings.
+
+  `instance_model` is any `models` network (its `ModelOutput` gives the
+  instance logits and the embedding h); the head maps a bag's mean embedding
+  to bag logits g(h̄_b) = W₂ relu(W₁ h̄_b + c₁) + c₂. Variables: the
+  network's under `instance_model`, the head's under `bag_hidden_layer` and
+  `bag_output`, whatever the network.
+  """
+  instance_model: nn.Module
   bag_hidden: int = 64
-  output_bias: tuple[float, ...] | None = None
 
   def setup(self):
-    self.instance_model = MLP(self.num_classes, tuple(self.hidden_sizes),
-                              output_bias=self.output_bias)
     self.bag_hidden_layer = nn.Dense(self.bag_hidden)
-    self.bag_output = nn.Dense(self.num_classes)
+    self.bag_output = nn.Dense(self.instance_model.num_classes)
 
   def __call__(self, x, train: bool = False) -> ModelOutput:
     out = self.instance_model(x, train)
@@ -74,7 +99,7 @@ class BagHeadMLP(nn.Module):
     return out, self.bag_logits(pooled)
 
 
-def aggregate_embedding_loss(model: BagHeadMLP, pseudo_targets: jax.Array,
+def aggregate_embedding_loss(model: BagHeadModel, pseudo_targets: jax.Array,
                              bag_weight: float):
   """The round's `LossFn`: pseudo-label cross-entropy + λ · bag-head loss."""
 
@@ -82,7 +107,7 @@ def aggregate_embedding_loss(model: BagHeadMLP, pseudo_targets: jax.Array,
     num_bags = batch["bag_counts"].shape[0]
     (out, bag_logits), model_state = apply_model(
         model, params, state.model_state, model_inputs(batch["inputs"]), train=True,
-        rng=rng, method=BagHeadMLP.with_bags, bag=batch["bag"], mask=batch["mask"],
+        rng=rng, method=BagHeadModel.with_bags, bag=batch["bag"], mask=batch["mask"],
         num_bags=num_bags)
     instance = losses.instance_cross_entropy(out.logits, pseudo_targets[batch["index"]],
                                              batch["mask"])
@@ -94,20 +119,109 @@ def aggregate_embedding_loss(model: BagHeadMLP, pseudo_targets: jax.Array,
   return loss_fn
 
 
-def pseudo_label_targets(marginals: np.ndarray, config) -> np.ndarray:
-  """[N, 2] targets from BP marginals: soft, or hard at `config.pseudo_threshold`."""
-  if config.pseudo_labels == "soft":
-    positive = marginals
-  elif config.pseudo_labels == "hard":
-    positive = (marginals >= config.pseudo_threshold).astype(np.float32)
+# ------------------------------------------------------------ graph inference
+
+
+def check_graph_options(config: ml_collections.ConfigDict) -> str:
+  """Checks `graph_representation` against `init_from` (before data loads); returns it."""
+  representation = config.get("graph_representation", "inputs")
+  init_from = config.get("init_from")
+  if representation not in GRAPH_REPRESENTATIONS:
+    raise ValueError(f"Unknown graph_representation {representation!r}; choose one of "
+                     f"{GRAPH_REPRESENTATIONS}.")
+  if representation == "pretrained" and not init_from:
+    raise ValueError("graph_representation='pretrained' builds round 0's kNN graph on a "
+                     "pretrained encoder's embedding: set init_from to the workdir of a "
+                     "SimCLR pretraining run (experiments/configs/simclr.py).")
+  if representation == "inputs" and init_from:
+    raise ValueError(f"init_from={init_from!r} with graph_representation='inputs': LLP-BP "
+                     "uses a pretrained encoder only for round 0's kNN graph (its networks "
+                     "train from scratch); set graph_representation='pretrained' or drop "
+                     "init_from.")
+  return representation
+
+
+def flat_inputs(examples: Examples) -> np.ndarray:
+  """[N, d] inputs as the models see them (images scaled to [0, 1]), flattened."""
+  return np.asarray(model_inputs(jnp.asarray(examples.inputs))).reshape(len(examples), -1)
+
+
+def bag_factors(num_classes: int) -> tuple[str, ...]:
+  """The `bag_factor` forms of the BP that `graph_marginals` runs for C classes."""
+  return bp_lib.BAG_FACTORS if num_classes == 2 else multiclass_bp.BAG_FACTORS
+
+
+class GraphMarginals(NamedTuple):
+  marginals: np.ndarray  # [N, C] P(y_i = c)
+  num_sweeps: int
+  delta: float           # largest message change in the last sweep
+
+
+def graph_marginals(representation: np.ndarray, bags: bags_lib.Bags,
+                    config: ml_collections.ConfigDict) -> GraphMarginals:
+  """Step 1-2 of a round: the kNN graph on `representation` [N, d], then BP.
+
+  C = 2 runs `bp` on the positive counts and returns [1 − P(y=1), P(y=1)];
+  C > 2 runs `multiclass_bp` on the class counts [num_bags, C].
+  """
+  graph_options = dict(
+      lambda_bag=config.lambda_bag, lambda_sim=config.lambda_sim,
+      num_neighbors=config.num_neighbors, metric=config.knn_metric, kernel=config.kernel,
+      allow_unbagged=bool((bags.bag_ids < 0).any()))  # feature bags drop groups
+  if bags.label_counts.shape[1] == 2:
+    graph = bp_lib.build_llp_graph(representation, bags.bag_ids, bags.positive_counts,
+                                   **graph_options)
+    result = bp_lib.run_bp(graph, config.bp_sweeps, config.bp_damping,
+                           bag_factor=config.bag_factor)
+    positive = np.asarray(result.marginals)
+    marginals = np.stack([1.0 - positive, positive], axis=1)
   else:
+    graph = multiclass_bp.build_multiclass_graph(representation, bags.bag_ids,
+                                                 bags.label_counts, **graph_options)
+    result = multiclass_bp.run_multiclass_bp(graph, config.bp_sweeps, config.bp_damping,
+                                             bag_factor=config.bag_factor)
+    marginals = np.asarray(result.marginals)
+  return GraphMarginals(marginals, int(result.num_sweeps), float(result.delta))
+
+
+def pseudo_label_targets(marginals: np.ndarray, config) -> np.ndarray:
+  """[N, C] target distributions ỹ_i from BP marginals P(y_i = c) [N, C].
+
+  "soft": ỹ_i = the marginals. "hard", with t = `config.pseudo_threshold`:
+  * C = 2: one-hot of [P(y_i = 1) >= t], t the decision threshold on the
+    positive class;
+  * C > 2: one-hot of argmax_c P(y_i = c) where max_c P(y_i = c) >= t, t a
+    confidence threshold; below it the instance keeps its soft marginals, so
+    BP's doubt between a few classes stays in the target.
+  Either way every instance keeps a target (none is dropped), and at t = 1/2
+  the two rules agree for C = 2 up to ties at exactly 1/2 (max_c P >= 1/2
+  always holds there).
+  """
+  marginals = np.asarray(marginals, np.float32)
+  if marginals.ndim != 2 or marginals.shape[1] < 2:
+    raise ValueError(f"marginals must be [N, C] with C >= 2, got shape {marginals.shape}.")
+  num_classes = marginals.shape[1]
+  if config.pseudo_labels == "soft":
+    return marginals
+  if config.pseudo_labels != "hard":
     raise ValueError(f"Unknown pseudo_labels {config.pseudo_labels!r}; "
                      "choose 'soft' or 'hard'.")
-  return np.stack([1.0 - positive, positive], axis=1).astype(np.float32)
+  one_hot = np.eye(num_classes, dtype=np.float32)
+  if num_classes == 2:
+    return one_hot[(marginals[:, 1] >= config.pseudo_threshold).astype(int)]
+  confident = marginals.max(1, keepdims=True) >= config.pseudo_threshold
+  return np.where(confident, one_hot[marginals.argmax(1)], marginals)
+
+
+# ------------------------------------------------------------------ selection
 
 
 def validation_bag_loss(logits: np.ndarray, bags: bags_lib.Bags) -> float:
-  """DLLP loss on validation bags: what an LLP user can select models with."""
+  """DLLP loss on validation bags: what an LLP user can select models with.
+
+  −mean_b Σ_c α_{b,c} log p̄_{b,c}, with p̄_b the mean predicted distribution
+  softmax(f(x_i)) over the members of b, for any number of classes C.
+  """
   probs = np.exp(metrics_lib.log_softmax(logits))
   sums = np.zeros((bags.num_bags, probs.shape[1]))
   bagged = bags.bag_ids >= 0
@@ -116,52 +230,69 @@ def validation_bag_loss(logits: np.ndarray, bags: bags_lib.Bags) -> float:
   return float(-(bags.proportions * np.log(mean)).sum(1).mean())
 
 
+def oracle_metrics(name: str, scores: np.ndarray, labels: np.ndarray,
+                   positive_score: np.ndarray) -> dict[str, float]:
+  """Instance-label metrics as `oracle_{name}_*`, for analysis only (never selecting).
+
+  Accuracy of the argmax of `scores` [N, C] (probabilities or logits); for
+  C = 2 also the AUC of `positive_score` [N] (P(y=1), or the logit difference).
+  """
+  out = {f"oracle_{name}_accuracy": metrics_lib.accuracy(scores, labels)}
+  if scores.shape[1] == 2:
+    out[f"oracle_{name}_auc"] = metrics_lib.roc_auc(positive_score, labels)
+  return out
+
+
+# ------------------------------------------------------------------- pipeline
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the R rounds; returns test metrics of the round chosen on validation bags."""
+  # Checked before the data loads: a wrong option or path fails at once.
+  pretrained = (pretrained_lib.load(config.init_from, dataset=config.dataset)
+                if check_graph_options(config) == "pretrained" else None)
   data = trainer.load_data(config)
   info = data.dataset.info
-  if info.num_classes != 2:
-    raise ValueError(f"LLP-BP models binary labels; {info.name} has "
-                     f"{info.num_classes} classes.")
+  if config.bag_factor not in bag_factors(info.num_classes):
+    raise ValueError(f"bag_factor {config.bag_factor!r} is not a form of the "
+                     f"{'binary' if info.num_classes == 2 else 'multi-class'} BP that "
+                     f"{info.name} ({info.num_classes} classes) uses; choose one of "
+                     f"{bag_factors(info.num_classes)}.")
+  if not len(data.validation):
+    raise ValueError("LLP-BP selects rounds on validation bags: set num_validation > 0.")
   mesh = parallel.make_mesh()
   loader, bags = llp_training.bag_loader(config, data, mesh)
   pool_examples = loader.examples
-  if not len(data.validation):
-    raise ValueError("LLP-BP selects rounds on validation bags: set num_validation > 0.")
-  val_bags = bags_lib.random_bags(data.validation.labels, 2,
+  val_bags = bags_lib.random_bags(data.validation.labels, info.num_classes,
                                   min(config.bag_size, len(data.validation)),
                                   seed=config.seed + 1)
   writer = MetricWriter(workdir)
-  output_bias = llp_training.prior_output_bias(config, llp_training.label_prior(bags))
-  model = BagHeadMLP(2, tuple(config.hidden_sizes), config.bag_hidden, output_bias)
+  model = BagHeadModel(llp_training.build_model(config, info, llp_training.label_prior(bags)),
+                       config.bag_hidden)
   predict = evaluate_lib.make_predict_fn(model)
 
   def predictions(state, examples):
     return evaluate_lib.predict_split(predict, state.params, state.model_state,
                                       examples, config.eval_batch_size, mesh)
 
-  representation = pool_examples.inputs
+  if pretrained is None:
+    representation = flat_inputs(pool_examples)
+  else:
+    representation = pretrained.embed(pool_examples, config.eval_batch_size, mesh)
   best = None
   for round_index in range(config.num_rounds):
     # ---- Graph inference: kNN on the current representation, then BP.
-    graph = bp_lib.build_llp_graph(
-        representation, bags.bag_ids, bags.positive_counts,
-        lambda_bag=config.lambda_bag, lambda_sim=config.lambda_sim,
-        num_neighbors=config.num_neighbors, metric=config.knn_metric,
-        kernel=config.kernel,
-        allow_unbagged=bool((bags.bag_ids < 0).any()))  # feature bags drop groups
-    result = bp_lib.run_bp(graph, config.bp_sweeps, config.bp_damping,
-                           bag_factor=config.bag_factor)
-    marginals = np.asarray(result.marginals)
+    inferred = graph_marginals(representation, bags, config)
     # Rows count the pipeline's training steps; each round trains num_steps.
     stage, steps_before = f"round_{round_index}", round_index * config.num_steps
     writer.write(steps_before, "bp", {
         "round": round_index,
-        "oracle_marginal_auc": metrics_lib.roc_auc(marginals, pool_examples.labels),
-        "sweeps": int(result.num_sweeps), "delta": float(result.delta)}, stage=stage)
+        **oracle_metrics("marginal", inferred.marginals, pool_examples.labels,
+                         inferred.marginals[:, 1]),
+        "sweeps": inferred.num_sweeps, "delta": inferred.delta}, stage=stage)
 
     # ---- Train a fresh network on the pseudo-labels and bag proportions.
-    targets = jnp.asarray(pseudo_label_targets(marginals, config))
+    targets = jnp.asarray(pseudo_label_targets(inferred.marginals, config))
     setup = trainer.Setup(loader, lambda m, t=targets: aggregate_embedding_loss(
         m, t, config.bag_loss_weight))
     round_dir = os.path.join(workdir, f"round_{round_index}")
@@ -172,8 +303,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     # ---- Select on validation bags; the embeddings feed the next round.
     val_logits, _, val_labels = predictions(state, data.validation)
     selection = {"validation_bag_loss": validation_bag_loss(val_logits, val_bags),
-                 "oracle_validation_auc": metrics_lib.roc_auc(
-                     val_logits[:, 1] - val_logits[:, 0], val_labels)}
+                 **oracle_metrics("validation", val_logits, val_labels,
+                                  val_logits[:, 1] - val_logits[:, 0])}
     test = trainer.evaluate(config, predict, state, data.dataset.test, mesh)
     writer.write(steps_before + config.num_steps, "round",
                  {"round": round_index, **selection,

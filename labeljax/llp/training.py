@@ -4,12 +4,14 @@ Only bag label counts reach the loss; instance labels ride along in batches
 for monitoring and are never read by a loss.
 """
 
+import flax.linen as nn
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
 from labeljax import models
 from labeljax.data import bags as bags_lib
+from labeljax.data import datasets
 from labeljax.data.bag_pipeline import BagLoader
 from labeljax.llp import losses
 from labeljax.train.step import LossAux, apply_model, model_inputs
@@ -68,12 +70,21 @@ def prior_output_bias(config, prior: np.ndarray) -> tuple[float, ...] | None:
   return tuple(float(b) for b in np.log(np.clip(prior, 1e-6, 1.0)))
 
 
+def build_model(config, info: datasets.DataInfo, prior: np.ndarray) -> nn.Module:
+  """`config.model` (with `model_kwargs`) for `info`'s classes, its output bias
+  at log `prior` when `config.prior_output_bias`."""
+  if info.kind != "image" and config.model in models.IMAGE_MODELS:
+    raise ValueError(f"{config.model} takes images; {info.name} is {info.kind} data "
+                     "(use model=mlp).")
+  return models.get_model(config.model, info.num_classes,
+                          output_bias=prior_output_bias(config, prior),
+                          **config.get("model_kwargs", {}))
+
+
 def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
   loader, bags = bag_loader(config, data, mesh)
   prior = label_prior(bags)
-  model = models.get_model(config.model, data.dataset.info.num_classes,
-                           output_bias=prior_output_bias(config, prior),
-                           **config.get("model_kwargs", {}))
+  model = build_model(config, data.dataset.info, prior)
   prior = jnp.asarray(prior, jnp.float32)
 
   def loss_fn(model):
