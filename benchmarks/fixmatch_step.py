@@ -142,7 +142,7 @@ def jax_augment_setup(workload: Workload, images: np.ndarray):
   weak, strong = augment.make_views("image", ml_collections.ConfigDict(dict(
       flip=workload.flip, randaugment_ops=RANDAUGMENT_OPS)))
 
-  def augment(rng, labeled, unlabeled):
+  def draw_views(rng, labeled, unlabeled):
     aug_l, aug_w, aug_s = jax.random.split(rng, 3)
     labeled, unlabeled = model_inputs(labeled), model_inputs(unlabeled)
     return weak(aug_l, labeled), weak(aug_w, unlabeled), strong(aug_s, unlabeled)
@@ -150,7 +150,7 @@ def jax_augment_setup(workload: Workload, images: np.ndarray):
   labeled, unlabeled = jax.device_put((images[:BATCH_SIZE], images[BATCH_SIZE:]))
   rng = jax.random.key(1)
   start = time.perf_counter()
-  compiled = jax.jit(augment).lower(rng, labeled, unlabeled).compile()
+  compiled = jax.jit(draw_views).lower(rng, labeled, unlabeled).compile()
   compile_s = time.perf_counter() - start
   return lambda i: compiled(jax.random.fold_in(rng, i), labeled, unlabeled), compile_s
 
@@ -287,7 +287,7 @@ def run(name: str, steps: int, warmup: int):
 
   state, jax_step, compile_s, jax_params = jax_setup(workload, views)
   torch_step, torch_params = torch_setup(workload, views)
-  augment, augment_compile_s = jax_augment_setup(workload, images)
+  draw_views, augment_compile_s = jax_augment_setup(workload, images)
   print(f"  parameters: labeljax {jax_params:,}, torch {torch_params:,}")
   print(f"  JAX compile: step {compile_s:.1f} s, augmentation {augment_compile_s:.1f} s")
 
@@ -298,7 +298,7 @@ def run(name: str, steps: int, warmup: int):
 
   first_jax = timed(jax_once)
   first_torch = timed(torch_step)
-  first_augment = timed(lambda: jax.block_until_ready(augment(0)))
+  first_augment = timed(lambda: jax.block_until_ready(draw_views(0)))
   print(f"  first step (untimed warm-up): JAX {first_jax:.3f} s, torch {first_torch:.3f} s, "
         f"JAX augmentation {first_augment:.3f} s")
   for _ in range(warmup - 1):
@@ -312,7 +312,7 @@ def run(name: str, steps: int, warmup: int):
         jax_s.append(timed(jax_once))
       else:
         torch_s.append(timed(torch_step))
-    augment_s.append(timed(lambda: jax.block_until_ready(augment(i + 1))))
+    augment_s.append(timed(lambda: jax.block_until_ready(draw_views(i + 1))))
 
   print(f"  median over {steps} alternating steps [min, max]:")
   print(describe("labeljax (JAX)", jax_s, images_per_step))
@@ -326,23 +326,59 @@ def run(name: str, steps: int, warmup: int):
         f"{augment_median / statistics.median(jax_s):.0%} of the JAX model step")
 
 
+def _cpu_model() -> str:
+  try:
+    with open("/proc/cpuinfo") as f:
+      return next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+  except (OSError, StopIteration):
+    return "unknown CPU"
+
+
+def _pin_to(cores: int) -> None:
+  """Restarts this script on the first `cores` cores of its affinity mask:
+  XLA sizes its thread pools from the mask when JAX starts, so pinning an
+  already started process would not change JAX's thread budget."""
+  allowed = sorted(os.sched_getaffinity(0))
+  if cores > len(allowed):
+    sys.exit(f"--cores={cores}, but this process may use {len(allowed)} cores.")
+  if cores < len(allowed):
+    os.sched_setaffinity(0, allowed[:cores])
+    os.execv(sys.executable, [sys.executable, *sys.argv])
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", default="both", choices=[*WORKLOADS, "both"])
   parser.add_argument("--steps", type=int, default=5, help="timed steps per framework")
   parser.add_argument("--warmup", type=int, default=1,
                       help="untimed steps per framework after compilation (>= 1)")
+  parser.add_argument("--cores", type=int, default=None,
+                      help="pin both frameworks to this many cores (default: all "
+                           "the process may use); --cores=1 is the single-core mode")
   args = parser.parse_args()
   if args.steps < 1 or args.warmup < 1:
     parser.error("--steps and --warmup must be >= 1.")
-  cores = len(os.sched_getaffinity(0))
-  torch.set_num_threads(cores)
-  # Other processes' load slows both sides, not necessarily alike.
-  print(f"{cores} cores (1-min load average {os.getloadavg()[0]:.2f}); torch "
-        f"{torch.__version__} with {torch.get_num_threads()} threads; jax "
-        f"{jax.__version__} on {jax.devices()[0].platform} (defaults)")
+  if args.cores is not None:
+    if args.cores < 1:
+      parser.error("--cores must be >= 1.")
+    _pin_to(args.cores)
+  cores = sorted(os.sched_getaffinity(0))
+  # The same thread budget on both sides: torch gets one thread per core of
+  # the mask, and XLA sized its pools from the same mask.
+  torch.set_num_threads(len(cores))
+  load = os.getloadavg()[0]
+  print(f"{_cpu_model()}, {os.cpu_count()} cores on the machine; this run uses "
+        f"cores {cores} (1-min load average {load:.2f} at the start)")
+  print(f"torch {torch.__version__} with {torch.get_num_threads()} threads; jax "
+        f"{jax.__version__} on {jax.devices()[0].platform}, its pools sized to "
+        f"{len(cores)} cores")
+  if load > os.cpu_count() - len(cores) + 0.5:
+    # Other processes' load slows both sides, not necessarily alike.
+    print(f"WARNING: the load ({load:.2f}) leaves less than {len(cores)} idle cores; "
+          "the ratio below is unreliable.")
   for name in WORKLOADS if args.model == "both" else [args.model]:
     run(name, args.steps, args.warmup)
+  print(f"\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
 
 
 if __name__ == "__main__":

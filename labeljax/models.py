@@ -14,7 +14,6 @@ from typing import Any, Callable, NamedTuple, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-from jax import lax
 import numpy as np
 
 
@@ -57,39 +56,6 @@ def max_pool(x: jax.Array, window: int) -> jax.Array:
   return x.max(axis=(2, 4))
 
 
-def patch_conv(lhs, rhs, window_strides, padding, lhs_dilation=None, rhs_dilation=None,
-               dimension_numbers=None, feature_group_count=1, precision=None, **kwargs):
-  """`lax.conv_general_dilated` for nn.Conv, as one matmul over image patches
-  where the input has 1-3 channels (a network's first layer).
-
-  There XLA's CPU convolution and its weight gradient run at a fraction of
-  the machine's matmul speed. The patches, a [c·kh·kw, N·H·W] matrix of at
-  most 27 rows, are cheap to build; the forward pass is then its transpose
-  times the kernel and the kernel's gradient the matrix times the output
-  gradient, two plain GEMMs (benchmarks/README.md). Same values up to float
-  rounding. Wider inputs, strides, dilations and groups take
-  `lax.conv_general_dilated`.
-  """
-  kh, kw, channels, _ = rhs.shape
-  dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-  if (channels > 3 or tuple(window_strides) != (1, 1) or dilated or lhs.ndim != 4
-      or feature_group_count != 1 or kwargs.get("batch_group_count", 1) != 1):
-    return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation,
-                                    rhs_dilation, dimension_numbers, feature_group_count,
-                                    precision=precision, **kwargs)
-  if isinstance(padding, str):
-    padding = lax.padtype_to_pads(lhs.shape[1:3], (kh, kw), window_strides, padding)
-  (top, bottom), (left, right) = padding
-  # Channel-major, so that each shifted window is a copy of whole image rows.
-  x = jnp.pad(jnp.moveaxis(lhs, 3, 0), ((0, 0), (0, 0), (top, bottom), (left, right)))
-  height, width = x.shape[2] - kh + 1, x.shape[3] - kw + 1
-  patches = jnp.stack([x[:, :, i:i + height, j:j + width] for i in range(kh)
-                       for j in range(kw)], axis=1).reshape(channels * kh * kw, -1)
-  kernel = jnp.moveaxis(rhs, 2, 0).reshape(channels * kh * kw, -1)  # rows as patches'
-  out = lax.dot_general(patches, kernel, (((0,), (0,)), ((), ())), precision=precision)
-  return out.reshape(lhs.shape[0], height, width, -1)
-
-
 class MLP(nn.Module):
   """Fully connected ReLU network for tabular data."""
   num_classes: int
@@ -119,8 +85,7 @@ class SmallCNN(nn.Module):
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.9)
     for i, width in enumerate(self.widths):
-      x = nn.relu(norm()(nn.Conv(width, (3, 3), use_bias=False,
-                                 conv_general_dilated=patch_conv)(x)))
+      x = nn.relu(norm()(nn.Conv(width, (3, 3), use_bias=False)(x)))
       if i < len(self.widths) - 1:
         x = max_pool(x, 2)
     x = jnp.mean(x, axis=(1, 2))
@@ -173,8 +138,7 @@ class WideResNet(nn.Module):
     blocks_per_stage = (self.depth - 4) // 6
     norm = functools.partial(nn.BatchNorm, use_running_average=not train,
                              momentum=0.999, epsilon=1e-3)
-    x = nn.Conv(16, (3, 3), padding=1, kernel_init=_CONV_INIT,
-                conv_general_dilated=patch_conv)(x)
+    x = nn.Conv(16, (3, 3), padding=1, kernel_init=_CONV_INIT)(x)
     for stage, width in enumerate((16, 32, 64)):
       for block in range(blocks_per_stage):
         x = _WideBlock(width * self.widen_factor,
