@@ -14,6 +14,7 @@ refresh = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(refresh)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebook_runs_outside_the_checkout(path):
   """From an empty directory, no PYTHONPATH: only the installed package."""

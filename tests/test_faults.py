@@ -25,6 +25,8 @@ from kill_points import KillPoint
 from experiments.configs import llp, supervised
 from labeljax.train import pretrained as pretrained_lib
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: `pytest -m slow`
+
 LOADER = "labeljax.data.pipeline:TrainLoader.local_batch"
 BAG_LOADER = "labeljax.data.bag_pipeline:BagLoader.local_batch"
 

@@ -18,6 +18,8 @@ import pytest
 from conftest import COLLECTIVE_TIMEOUTS
 from labeljax.train import pretrained as pretrained_lib
 
+pytestmark = pytest.mark.slow  # minutes of subprocesses: `pytest -m slow`
+
 REPO = pathlib.Path(__file__).resolve().parents[1]
 CONFIG = "experiments/configs/supervised.py:dataset=adult,batch_size=128"
 

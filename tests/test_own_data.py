@@ -52,10 +52,10 @@ def test_fixmatch_on_in_memory_images(tmp_path):
 
 
 def test_dllp_on_in_memory_tabular_data_with_feature_bags(tmp_path):
-  config = _quick(llp.get_config("dataset=toy_tabular,method=dllp,bag_size=16"), 60)
+  config = _quick(llp.get_config("dataset=toy_tabular,method=dllp,bag_size=16,model=mlp"), 60)
   results = methods.train_and_evaluate(config, str(tmp_path / "random"))
   assert results["test"]["auc"] > 0.8
-  config = _quick(llp.get_config("dataset=toy_tabular,method=dllp,bagging=feature"), 2)
+  config = _quick(llp.get_config("dataset=toy_tabular,method=dllp,bagging=feature,model=mlp"), 2)
   config.bag_columns, config.bag_min_size = ("colour",), 1
   assert methods.train_and_evaluate(config, str(tmp_path / "feature"))["step"] == 2
 

@@ -301,6 +301,7 @@ def test_bad_pretraining_settings_fail_before_training(tmp_path):
   assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.slow
 @requires_raw_data
 def test_a_killed_pretraining_resumes_to_the_uninterrupted_result(pretrained_dir, tmp_path):
   # The uninterrupted run is the fixture's: the same config on 4 devices.
