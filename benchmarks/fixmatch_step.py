@@ -18,13 +18,15 @@ experiments/configs/ssl.py) on 28×28×1 inputs against the same CNN in PyTorch.
 
   pip install torch==2.13.0    # CPU build; the benchmark's only extra dependency
   python benchmarks/fixmatch_step.py --model=both --steps=8 --warmup=1
+  python benchmarks/fixmatch_step.py --model=small_cnn --cores=1   # pinned to one core
 
 Both steps take already augmented float32 views (the model step alone); the
 JAX on-device augmentation of a step's views (labeled weak, unlabeled weak
 and strong) is timed on its own. JAX and torch steps alternate, so load on the
 machine hits both. Medians over `--steps` steps after `--warmup` untimed ones;
-JAX compile time (tracing, lowering, XLA) is reported separately. torch uses
-one thread per core; JAX runs with its defaults.
+JAX compile time (tracing, lowering, XLA) is reported separately. Both get
+the same thread budget: torch one thread per core of the affinity mask, XLA
+its pools sized from the same mask (`--cores=N` sets it).
 """
 
 import argparse
