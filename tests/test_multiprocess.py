@@ -89,22 +89,27 @@ def _free_port():
     return s.getsockname()[1]
 
 
+def _start_two_processes(workdir, num_steps, logs):
+  """Starts a 2-process x 1-device run; each process's output goes to its log
+  (a file: an undrained pipe could block one process and so hang both)."""
+  port, procs = _free_port(), []
+  for i, log in enumerate(logs):
+    with open(log, "wb") as out:
+      procs.append(subprocess.Popen(
+          _command(workdir, num_steps, f"--coordinator_address=127.0.0.1:{port}",
+                   "--num_processes=2", f"--process_id={i}"),
+          cwd=REPO, env=_env(1), stdout=out, stderr=subprocess.STDOUT))
+  return port, procs
+
+
 def test_two_processes_match_one_process(tmp_path):
   # One process with 4 devices and the default data order ...
   single = _run(tmp_path / "single", 200)
   # ... equals 2 processes x 1 device with the same config: the global batches
   # do not depend on the topology. (With 2 devices per process XLA's CPU
   # collectives hang now and then; see `parallel.initialize_distributed`.)
-  # Logs go to files: an undrained pipe could block one process and so hang both.
-  port = _free_port()
   logs = [tmp_path / f"process_{i}.log" for i in range(2)]
-  procs = []
-  for i, log in enumerate(logs):
-    with open(log, "wb") as stderr:
-      procs.append(subprocess.Popen(
-          _command(tmp_path / "multi", 200, f"--coordinator_address=127.0.0.1:{port}",
-                   "--num_processes=2", f"--process_id={i}"),
-          cwd=REPO, env=_env(1), stdout=subprocess.DEVNULL, stderr=stderr))
+  _, procs = _start_two_processes(tmp_path / "multi", 200, logs)
   deadline = time.time() + 600
   try:
     for p in procs:
@@ -150,15 +155,8 @@ def test_a_missing_process_fails_the_run_within_a_minute_naming_it(tmp_path):
 
 
 def test_a_dead_peer_fails_the_survivor_within_a_minute_naming_it(tmp_path):
-  port = _free_port()
   logs = [tmp_path / f"process_{i}.log" for i in range(2)]
-  procs = []
-  for i, log in enumerate(logs):
-    with open(log, "wb") as out:
-      procs.append(subprocess.Popen(
-          _command(tmp_path / "run", 100000, f"--coordinator_address=127.0.0.1:{port}",
-                   "--num_processes=2", f"--process_id={i}"),
-          cwd=REPO, env=_env(1), stdout=out, stderr=subprocess.STDOUT))
+  port, procs = _start_two_processes(tmp_path / "run", 100000, logs)
   try:
     # Kill process 1 once both train (the first checkpoint is a collective).
     checkpoints = tmp_path / "run" / "checkpoints"
