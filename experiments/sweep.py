@@ -11,6 +11,17 @@ command, e.g.:
       --common=dataset=adult --seeds=0,1,2 --metric=test.auc \
       --output=results/llp_adult.md
 
+With `--tune` and `--select`, every cell is tuned: each seed runs every
+setting of the `--tune` grid and keeps the one with the lowest `--select`
+key of results.json, e.g. for LLP the loss on validation bags, which needs
+no instance label:
+
+  python -m experiments.sweep ... --tune=learning_rate=0.001,learning_rate=0.003 \
+      --select=monitor.validation_bag_loss
+
+The table then shows the selected runs' metric, and a second table which
+setting each seed selected.
+
 `--metric` names one or more dotted keys of results.json; with several, each
 row appears once per key (e.g. the stages of a pipeline run), and without
 `--rows` the keys are the rows. `--rows` and `--columns` list config arguments (`key=value`, several joined
@@ -50,6 +61,10 @@ _METRIC = flags.DEFINE_list("metric", ["test.accuracy"],
 _SCALE = flags.DEFINE_float("scale", 1.0, "Multiply the metric (100 for percent).")
 _OUTPUT = flags.DEFINE_string("output", None, "Markdown file to write the table to.")
 _SKIP = flags.DEFINE_list("skip", [], "Cells to leave out, as row@column.")
+_TUNE = flags.DEFINE_list("tune", [""], "Settings each cell tries per seed ('+' joins "
+                          "several); the lowest --select wins.")
+_SELECT = flags.DEFINE_string("select", None, "Dotted key of results.json that --tune "
+                              "minimizes (e.g. monitor.validation_bag_loss).")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs to train at once.")
 flags.mark_flags_as_required(["config", "workdir"])
 
@@ -58,10 +73,11 @@ def run_name(*parts: str) -> str:
   return "__".join(p.replace("=", "-").replace("+", "_") for p in parts if p)
 
 
-def run_cell(common: str, row: str, column: str, seed: str) -> dict:
+def run_cell(common: str, row: str, column: str, seed: str, tune: str = "") -> dict:
   """Runs (or resumes) one run in a subprocess; returns results.json + sweep.json."""
-  args = ",".join(a.replace("+", ",") for a in (common, row, column, f"seed={seed}") if a)
-  workdir = os.path.join(_WORKDIR.value, run_name(row, column, f"seed={seed}"))
+  args = ",".join(a.replace("+", ",") for a in (common, row, column, tune, f"seed={seed}")
+                  if a)
+  workdir = os.path.join(_WORKDIR.value, run_name(row, column, tune, f"seed={seed}"))
   results_path = os.path.join(workdir, "results.json")
   sweep_path = os.path.join(workdir, "sweep.json")
   config_path = os.path.join(workdir, "sweep_config.txt")
@@ -93,7 +109,12 @@ def run_cell(common: str, row: str, column: str, seed: str) -> dict:
   if os.path.exists(sweep_path):
     with open(sweep_path) as f:
       results["sweep"] = json.load(f)
-  return {**results, "workdir": workdir}
+  return {**results, "workdir": workdir, "tune": tune}
+
+
+def select(candidates: list[dict], key: str) -> dict:
+  """The candidate run with the lowest `key` (the first of ties)."""
+  return min(candidates, key=lambda results: lookup(results, key))
 
 
 def lookup(results: dict, dotted: str) -> float:
@@ -106,18 +127,35 @@ def lookup(results: dict, dotted: str) -> float:
   return float(value)
 
 
+def selection_table(cells, results) -> str:
+  """Which --tune setting each seed of each cell selected."""
+  lines = ["| " + " | ".join([""] + [c or "setting" for c in _COLUMNS.value]) + " |",
+           "|" + " --- |" * (len(_COLUMNS.value) + 1)]
+  for row in _ROWS.value:
+    entries = [" / ".join(results[row, column, seed]["tune"] for seed in _SEEDS.value)
+               if (row, column) in cells else "—" for column in _COLUMNS.value]
+    lines.append(f"| {row} | " + " | ".join(entries) + " |")
+  return "\n".join(lines)
+
+
 def main(argv):
   del argv
   unknown = [s for s in _SKIP.value if s.partition("@")[0] not in _ROWS.value
              or s.partition("@")[2] not in _COLUMNS.value]
   if unknown:
     raise app.UsageError(f"--skip cells {unknown} are not row@column of this grid.")
+  tuned = len(_TUNE.value) > 1
+  if tuned and not _SELECT.value:
+    raise app.UsageError("--tune with several settings needs --select, the results "
+                         "key that chooses among them.")
   cells = [(row, column) for row in _ROWS.value for column in _COLUMNS.value
            if f"{row}@{column}" not in _SKIP.value]
   with concurrent.futures.ThreadPoolExecutor(_PARALLEL.value) as pool:
-    futures = {(row, column, seed): pool.submit(run_cell, _COMMON.value, row, column, seed)
+    futures = {(row, column, seed): [pool.submit(run_cell, _COMMON.value, row, column,
+                                                 seed, tune) for tune in _TUNE.value]
                for row, column in cells for seed in _SEEDS.value}
-    results = {key: future.result() for key, future in futures.items()}
+    results = {key: select([f.result() for f in runs], _SELECT.value) if tuned
+               else runs[0].result() for key, runs in futures.items()}
 
   metrics = ", ".join(_METRIC.value)
   header = [""] + [c or metrics for c in _COLUMNS.value]
@@ -137,6 +175,9 @@ def main(argv):
       lines.append(f"| {label} | " + " | ".join(entries) + " |")
   command = " ".join(["python -m experiments.sweep"] + sys.argv[1:])
   table = "\n".join(lines)
+  if tuned:
+    table += (f"\n\nEach run selected by the lowest {_SELECT.value} among "
+              f"{' / '.join(_TUNE.value)}:\n\n" + selection_table(cells, results))
   text = (f"{table}\n\n{metrics}, mean ± std over seeds {','.join(_SEEDS.value)}. "
           f"Regenerate with:\n\n    {command}\n")
   print(text)

@@ -58,13 +58,68 @@ def test_prior_output_bias_starts_predictions_at_the_bag_prior():
     models.MLP(2, output_bias=(0.1, 0.2, 0.3)).init(jax.random.key(0), np.zeros((1, 4)))
 
 
+def _permuted_within_bags(labels, bag_ids, seed=0):
+  """`labels` shuffled inside each bag: the same bag counts, other instance labels."""
+  labels = np.array(labels)
+  rng = np.random.default_rng(seed)
+  for bag in np.unique(bag_ids[bag_ids >= 0]):
+    members = np.flatnonzero(bag_ids == bag)
+    labels[members] = labels[rng.permutation(members)]
+  return labels
+
+
+def test_tuning_on_validation_bags_never_reads_instance_labels(tmp_path, monkeypatch):
+  """Two learning rates, tuned on the loss on validation bags (as
+  experiments/sweep.py --select does, by the lowest): with the instance labels of the
+  training pool and of the validation examples shuffled inside their bags,
+  the oracle metrics change and the losses and the selection do not."""
+  def tune(name):
+    runs = []
+    for tune_setting, learning_rate in (("slow", 1e-3), ("fast", 3e-2)):
+      config = _config("dllp", bag_size=64, validation_fraction=0.2)
+      config.optimizer.learning_rate = learning_rate
+      results = train_and_evaluate(config, str(tmp_path / f"{name}_{tune_setting}"))
+      runs.append({**results, "tune": tune_setting})
+    return [r["monitor"] for r in runs], min(
+        runs, key=lambda r: r["monitor"]["validation_bag_loss"])
+
+  monitors, selected = tune("true")
+  load_data = trainer.load_data
+
+  def shuffled_within_bags(config):
+    data = load_data(config)
+    pool = np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
+    train = data.dataset.train
+    pool_bags = llp_training.make_bags(config, data)[1]
+    validation_bags = llp_training.validation_bags(config, data, len(pool))
+    labels = np.array(train.labels)
+    labels[pool] = _permuted_within_bags(labels[pool], pool_bags.bag_ids)
+    # (Examples' __len__ counts rows, which NamedTuple._replace trips over.)
+    validation = type(train)(data.validation.inputs, _permuted_within_bags(
+        data.validation.labels, validation_bags.bag_ids), data.validation.categorical)
+    dataset = data.dataset._replace(train=type(train)(train.inputs, labels,
+                                                      train.categorical))
+    return data._replace(dataset=dataset, validation=validation)
+
+  monkeypatch.setattr(trainer, "load_data", shuffled_within_bags)
+  shuffled_monitors, shuffled_selected = tune("shuffled")
+  assert ([m["validation_bag_loss"] for m in shuffled_monitors]
+          == [m["validation_bag_loss"] for m in monitors])
+  assert shuffled_selected["tune"] == selected["tune"]
+  assert all(abs(s["oracle_validation_auc"] - m["oracle_validation_auc"]) > 0.01
+             for s, m in zip(shuffled_monitors, monitors))
+
+
 def _rows(workdir, split):
   lines = [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()]
   return [l for l in lines if l["split"] == split]
 
 
 def test_llp_bp_rounds_select_on_validation_bags_only(tmp_path):
-  results = train_and_evaluate(_config("llp_bp", num_rounds=2, bp_sweeps=30), str(tmp_path))
+  # 2000 validation instances, as when the figures below were recorded.
+  results = train_and_evaluate(_config("llp_bp", num_rounds=2, bp_sweeps=30,
+                                       validation_fraction=0.0, num_validation=2000),
+                               str(tmp_path))
   rounds = _rows(tmp_path, "round")
   assert len(rounds) == 2 and len(_rows(tmp_path, "bp")) == 2
   losses = [r["validation_bag_loss"] for r in rounds]
@@ -75,7 +130,8 @@ def test_llp_bp_rounds_select_on_validation_bags_only(tmp_path):
   # commit 0b4fcf1, which the new one reproduces to the last bit on the CPU
   # that recorded them (4 devices); the tolerance is for other CPUs' rounding.
   assert results["selected_round"] == 1
-  assert results["validation_bag_loss"] == pytest.approx(0.5464206111259265, abs=1e-5)
+  assert results["monitor"]["validation_bag_loss"] == pytest.approx(0.5464206111259265,
+                                                                    abs=1e-5)
   assert results["test"]["auc"] == pytest.approx(0.8876154024850178, abs=2e-4)
   # Killed in each round and resumed: test_faults.py.
 
@@ -98,7 +154,7 @@ def _small_mnist_config(**overrides):
   config = llp.get_config(f"dataset={SMALL_MNIST},method=llp_bp,bag_size=16,num_steps=80")
   config.model_kwargs = dict(widths=(8, 16, 16), embedding_dim=32)
   config.optimizer.learning_rate = 0.01  # few steps
-  config.num_validation, config.batch_size, config.bp_sweeps = 300, 128, 30
+  config.validation_fraction, config.batch_size, config.bp_sweeps = 0.2, 128, 30
   config.log_every = config.eval_every = config.checkpoint_every = 80
   for key, value in overrides.items():
     config[key] = value
@@ -161,7 +217,7 @@ def test_validation_bag_loss_is_dllp_on_bags(num_classes):
   probs = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
   expected = -np.mean([(bags.proportions[b] * np.log(probs[bags.bag_ids == b].mean(0))).sum()
                        for b in range(2)])
-  assert llp_bp.validation_bag_loss(logits, bags) == pytest.approx(expected)
+  assert llp_training.validation_bag_loss(logits, bags) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("overrides, match", [

@@ -1,8 +1,11 @@
 """The results-table sweep: one command regenerates a table from real runs."""
 
+import json
 import pathlib
 import subprocess
 import sys
+
+import numpy as np
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -60,3 +63,32 @@ def test_sweep_skips_cells_and_rejects_unknown_ones(tmp_path):
   assert len(list((tmp_path / "runs").glob("*/results.json"))) == 1
   failed = sweep("--skip=num_labels=200@num_steps=30")
   assert failed.returncode != 0 and "not row@column" in failed.stderr
+
+
+def test_sweep_tunes_each_seed_on_the_select_key(tmp_path):
+  tune = ["learning_rate=0.0001", "learning_rate=0.01"]
+  sweep = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep",
+       "--config=experiments/configs/llp.py", f"--workdir={tmp_path / 'runs'}",
+       "--rows=method=dllp", "--common=dataset=adult,bag_size=64,num_steps=20",
+       "--seeds=0,1", "--metric=test.auc", f"--tune={','.join(tune)}",
+       "--select=monitor.validation_bag_loss", f"--output={tmp_path / 'table.md'}"],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert sweep.returncode == 0, sweep.stderr[-3000:]
+  chosen, aucs = [], []
+  for seed in (0, 1):
+    runs = {t: json.loads((tmp_path / "runs" / f"method-dllp__{t.replace('=', '-')}__"
+                           f"seed-{seed}" / "results.json").read_text()) for t in tune}
+    best = min(tune, key=lambda t: runs[t]["monitor"]["validation_bag_loss"])
+    chosen.append(best)
+    aucs.append(runs[best]["test"]["auc"])
+  rows = [l for l in (tmp_path / "table.md").read_text().splitlines()
+          if l.startswith("| method=dllp")]
+  assert rows[0] == f"| method=dllp | {np.mean(aucs):.3f} ± {np.std(aucs):.3f} |"
+  assert rows[1] == f"| method=dllp | {' / '.join(chosen)} |"
+  # Several settings without a key to choose by is refused.
+  refused = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/llp.py",
+       f"--workdir={tmp_path / 'runs'}", f"--tune={','.join(tune)}"],
+      cwd=REPO, capture_output=True, text=True, timeout=300)
+  assert refused.returncode != 0 and "--tune with several settings needs --select" in refused.stderr

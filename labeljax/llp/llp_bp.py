@@ -48,7 +48,6 @@ import numpy as np
 import optax
 from absl import logging
 
-from labeljax import metrics as metrics_lib
 from labeljax import parallel
 from labeljax.data import bags as bags_lib
 from labeljax.data.datasets import Examples
@@ -213,36 +212,6 @@ def pseudo_label_targets(marginals: np.ndarray, config) -> np.ndarray:
   return np.where(confident, one_hot[marginals.argmax(1)], marginals)
 
 
-# ------------------------------------------------------------------ selection
-
-
-def validation_bag_loss(logits: np.ndarray, bags: bags_lib.Bags) -> float:
-  """DLLP loss on validation bags: what an LLP user can select models with.
-
-  −mean_b Σ_c α_{b,c} log p̄_{b,c}, with p̄_b the mean predicted distribution
-  softmax(f(x_i)) over the members of b, for any number of classes C.
-  """
-  probs = np.exp(metrics_lib.log_softmax(logits))
-  sums = np.zeros((bags.num_bags, probs.shape[1]))
-  bagged = bags.bag_ids >= 0
-  np.add.at(sums, bags.bag_ids[bagged], probs[bagged])
-  mean = np.clip(sums / bags.sizes[:, None], 1e-7, 1.0)
-  return float(-(bags.proportions * np.log(mean)).sum(1).mean())
-
-
-def oracle_metrics(name: str, scores: np.ndarray, labels: np.ndarray,
-                   positive_score: np.ndarray) -> dict[str, float]:
-  """Instance-label metrics as `oracle_{name}_*`, for analysis only (never selecting).
-
-  Accuracy of the argmax of `scores` [N, C] (probabilities or logits); for
-  C = 2 also the AUC of `positive_score` [N] (P(y=1), or the logit difference).
-  """
-  out = {f"oracle_{name}_accuracy": metrics_lib.accuracy(scores, labels)}
-  if scores.shape[1] == 2:
-    out[f"oracle_{name}_auc"] = metrics_lib.roc_auc(positive_score, labels)
-  return out
-
-
 # ------------------------------------------------------------------- pipeline
 
 
@@ -263,9 +232,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   loader, bags = llp_training.bag_loader(config, data, mesh)
   pool_examples = loader.examples
-  val_bags = bags_lib.random_bags(data.validation.labels, info.num_classes,
-                                  min(config.bag_size, len(data.validation)),
-                                  seed=config.seed + 1)
+  val_bags = llp_training.validation_bags(config, data, len(pool_examples))
   writer = MetricWriter(workdir)
   model = BagHeadModel(llp_training.build_model(config, info, llp_training.label_prior(bags)),
                        config.bag_hidden)
@@ -287,7 +254,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     stage, steps_before = f"round_{round_index}", round_index * config.num_steps
     writer.write(steps_before, "bp", {
         "round": round_index,
-        **oracle_metrics("marginal", inferred.marginals, pool_examples.labels,
+        **llp_training.oracle_metrics("marginal", inferred.marginals, pool_examples.labels,
                          inferred.marginals[:, 1]),
         "sweeps": inferred.num_sweeps, "delta": inferred.delta}, stage=stage)
 
@@ -302,19 +269,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
     # ---- Select on validation bags; the embeddings feed the next round.
     val_logits, _, val_labels = predictions(state, data.validation)
-    selection = {"validation_bag_loss": validation_bag_loss(val_logits, val_bags),
-                 **oracle_metrics("validation", val_logits, val_labels,
-                                  val_logits[:, 1] - val_logits[:, 0])}
+    selection = {"validation_bag_loss": llp_training.validation_bag_loss(val_logits, val_bags),
+                 **llp_training.oracle_metrics("validation", val_logits, val_labels,
+                                               val_logits[:, 1] - val_logits[:, 0])}
     test = trainer.evaluate(config, predict, state, data.dataset.test, mesh)
     writer.write(steps_before + config.num_steps, "round",
                  {"round": round_index, **selection,
                   **{f"test_{k}": v for k, v in test.items()}}, stage=stage)
-    if best is None or selection["validation_bag_loss"] < best["validation_bag_loss"]:
-      best = {"round": round_index, **selection, "test": test}
+    if (best is None or selection["validation_bag_loss"]
+        < best["monitor"]["validation_bag_loss"]):
+      best = {"round": round_index, "monitor": selection, "test": test}
     _, representation, _ = predictions(state, pool_examples)
 
+  # As a single-stage LLP method's: the selected model's "monitor" and "test".
   results = {"step": config.num_steps, "selected_round": best["round"],
-             "validation_bag_loss": best["validation_bag_loss"], "test": best["test"]}
+             "monitor": best["monitor"], "test": best["test"]}
   writer.write(config.num_rounds * config.num_steps, "test", best["test"],
                stage=f"round_{best['round']}")
   trainer.write_results(workdir, results)

@@ -1,7 +1,9 @@
 """LLP methods as trainer setups: bags over the training pool, a bag-level loss.
 
 Only bag label counts reach the loss; instance labels ride along in batches
-for monitoring and are never read by a loss.
+for monitoring and are never read by a loss. With validation examples, a
+method's monitor reports the DLLP loss on validation bags (made like the
+training bags), the one figure an LLP user can select settings on.
 """
 
 import flax.linen as nn
@@ -9,36 +11,108 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from labeljax import metrics as metrics_lib
 from labeljax import models
 from labeljax.data import bags as bags_lib
 from labeljax.data import datasets
 from labeljax.data.bag_pipeline import BagLoader
 from labeljax.llp import losses
+from labeljax.train import evaluate as evaluate_lib
 from labeljax.train.step import LossAux, apply_model, model_inputs
 from labeljax.train.trainer import Data, Setup
 
 
-def make_bags(config: ml_collections.ConfigDict, data: Data) -> tuple[np.ndarray, bags_lib.Bags]:
-  """Bags over the training pool (train minus validation): its indices and bags."""
-  pool = np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
-  train = data.dataset.train
-  labels, num_classes = train.labels[pool], data.dataset.info.num_classes
+def bags_over(config: ml_collections.ConfigDict, examples: datasets.Examples,
+              info: datasets.DataInfo, seed: int, validation_share: float = 0.0
+              ) -> bags_lib.Bags:
+  """Bags over `examples` as `config.bagging` makes them.
+
+  "random": a seeded partition into bags of `bag_size`.
+  "feature": groups by `bag_columns` whose size lies in [`bag_min_size`,
+  `bag_max_size`].
+  Validation bags (`validation_share` > 0: the validation examples' share of
+  the rows) are the same bags seen through a subsample: the feature filter
+  scales by that share, and a random bag holds at most every example.
+  """
+  labels, num_classes = examples.labels, info.num_classes
   if config.bagging == "random":
-    bags = bags_lib.random_bags(labels, num_classes, config.bag_size, seed=config.seed)
-  elif config.bagging == "feature":
-    schema = data.dataset.info.schema
+    bag_size = min(config.bag_size, len(labels)) if validation_share else config.bag_size
+    return bags_lib.random_bags(labels, num_classes, bag_size, seed=seed)
+  if config.bagging == "feature":
+    schema = info.schema
     if schema is None or not schema.categorical:
       raise ValueError(f"Feature bags need categorical columns; {config.dataset} has none.")
     names = list(schema.categorical)
     unknown = [c for c in config.bag_columns if c not in names]
     if unknown:
       raise ValueError(f"Unknown bag columns {unknown}; choose from {names}.")
-    bags = bags_lib.feature_bags(labels, num_classes, train.categorical[pool],
-                                 tuple(names.index(c) for c in config.bag_columns),
-                                 config.bag_min_size, config.bag_max_size)
-  else:
-    raise ValueError(f"Unknown bagging {config.bagging!r}; choose 'random' or 'feature'.")
-  return pool, bags
+    return bags_lib.feature_bags(
+        labels, num_classes, examples.categorical,
+        tuple(names.index(c) for c in config.bag_columns),
+        *(max(1, round(size * (validation_share or 1.0)))
+          for size in (config.bag_min_size, config.bag_max_size)))
+  raise ValueError(f"Unknown bagging {config.bagging!r}; choose 'random' or 'feature'.")
+
+
+def make_bags(config: ml_collections.ConfigDict, data: Data) -> tuple[np.ndarray, bags_lib.Bags]:
+  """Bags over the training pool (train minus validation): its indices and bags."""
+  pool = np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
+  return pool, bags_over(config, data.dataset.train.take(pool), data.dataset.info,
+                         config.seed)
+
+
+def validation_bags(config: ml_collections.ConfigDict, data: Data,
+                    pool_size: int) -> bags_lib.Bags:
+  """Bags over the validation examples, made the way the training bags are:
+  what an LLP user holds out (their label counts only) to select models."""
+  if not len(data.validation):
+    raise ValueError("Selecting on validation bags needs validation examples: set "
+                     "validation_fraction (or num_validation) > 0.")
+  return bags_over(config, data.validation, data.dataset.info, config.seed + 1,
+                   validation_share=len(data.validation) / pool_size)
+
+
+def validation_bag_loss(logits: np.ndarray, bags: bags_lib.Bags) -> float:
+  """DLLP loss on validation bags: what an LLP user can select models with.
+
+  −mean_b Σ_c α_{b,c} log p̄_{b,c}, with p̄_b the mean predicted distribution
+  softmax(f(x_i)) over the members of b, for any number of classes C.
+  """
+  probs = np.exp(metrics_lib.log_softmax(logits))
+  sums = np.zeros((bags.num_bags, probs.shape[1]))
+  bagged = bags.bag_ids >= 0
+  np.add.at(sums, bags.bag_ids[bagged], probs[bagged])
+  mean = np.clip(sums / bags.sizes[:, None], 1e-7, 1.0)
+  return float(-(bags.proportions * np.log(mean)).sum(1).mean())
+
+
+def oracle_metrics(name: str, scores: np.ndarray, labels: np.ndarray,
+                   positive_score: np.ndarray) -> dict[str, float]:
+  """Instance-label metrics as `oracle_{name}_*`, for analysis only (never selecting).
+
+  Accuracy of the argmax of `scores` [N, C] (probabilities or logits); for
+  C = 2 also the AUC of `positive_score` [N] (P(y=1), or the logit difference).
+  """
+  out = {f"oracle_{name}_accuracy": metrics_lib.accuracy(scores, labels)}
+  if scores.shape[1] == 2:
+    out[f"oracle_{name}_auc"] = metrics_lib.roc_auc(positive_score, labels)
+  return out
+
+
+def validation_bag_monitor(config, data: Data, pool_size: int, model: nn.Module, mesh):
+  """`Setup.monitor` of an LLP method: `state -> {validation_bag_loss, oracle_*}`,
+  the loss on validation bags (what selects) beside instance metrics (which never do)."""
+  bags = validation_bags(config, data, pool_size)
+  predict = evaluate_lib.make_predict_fn(model)
+
+  def monitor(state) -> dict[str, float]:
+    logits, _, labels = evaluate_lib.predict_split(
+        predict, state.params, state.model_state, data.validation,
+        config.eval_batch_size, mesh)
+    return {"validation_bag_loss": validation_bag_loss(logits, bags),
+            **oracle_metrics("validation", logits, labels, logits[:, 1] - logits[:, 0])}
+
+  return monitor
 
 
 def bag_loader(config, data: Data, mesh) -> tuple[BagLoader, bags_lib.Bags]:
@@ -85,6 +159,8 @@ def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
   loader, bags = bag_loader(config, data, mesh)
   prior = label_prior(bags)
   model = build_model(config, data.dataset.info, prior)
+  monitor = (validation_bag_monitor(config, data, len(loader.examples), model, mesh)
+             if len(data.validation) else None)
   prior = jnp.asarray(prior, jnp.float32)
 
   def loss_fn(model):
@@ -95,7 +171,7 @@ def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
       return loss, LossAux(model_state, state.algo_state, {})
     return fn
 
-  return Setup(loader, loss_fn, model=model)
+  return Setup(loader, loss_fn, model=model, monitor=monitor)
 
 
 def dllp(config, data: Data, mesh) -> Setup:

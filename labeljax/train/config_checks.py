@@ -48,6 +48,7 @@ CHECKS: dict[str, tuple[Callable, str]] = {
     "seed": _AT_LEAST_0,
     "num_labels": _LABEL_BUDGET,
     "num_validation": _AT_LEAST_0,
+    "validation_fraction": _DECAY,
     "num_unlabeled": _AT_LEAST_1,
     "num_data_shards": _AT_LEAST_0,
     "ema_decay": _DECAY,

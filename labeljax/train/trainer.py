@@ -63,8 +63,13 @@ def load_data(config: ml_collections.ConfigDict) -> Data:
   """The data set, its label budget, and the validation examples."""
   dataset = datasets.load_dataset(config.dataset, data_dir=config.get("data_dir"),
                                   raw_data_dir=config.get("raw_data_dir"))
-  # A shipped validation split is kept as is.
-  num_validation = 0 if dataset.validation is not None else config.num_validation
+  # A shipped validation split is kept as is. `validation_fraction`, where
+  # set, holds out that share of the training split instead of a count.
+  fraction = config.get("validation_fraction")
+  num_validation = (round(fraction * len(dataset.train)) if fraction
+                    else config.num_validation)
+  if dataset.validation is not None:
+    num_validation = 0
   per_class = config.get("num_labels_per_class")
   split = budgets.split_labels(
       dataset.train.labels, dataset.info.num_classes,
@@ -247,8 +252,10 @@ def train_single_stage(config: ml_collections.ConfigDict, workdir: str,
              "test": evaluate(config, predict, state, data.dataset.test, mesh)}
   if len(data.validation):
     results["validation"] = evaluate(config, predict, state, data.validation, mesh)
+  if setup.monitor is not None:  # e.g. LLP's loss on validation bags
+    results["monitor"] = setup.monitor(state)
   writer = MetricWriter(workdir)
-  for split_name in ("validation", "test"):
+  for split_name in ("validation", "monitor", "test"):
     if split_name in results:
       writer.write(results["step"], split_name, results[split_name])
   writer.close()
