@@ -13,7 +13,7 @@ import pytest
 
 import kill_points
 from conftest import requires_raw_data
-from experiments.configs import simclr, simclrv2, ssl
+from experiments.configs import llp, simclr, simclrv2, ssl
 from labeljax import augment, methods, models, parallel
 from labeljax.selfsup import nt_xent_loss, probes
 from labeljax.train import optim
@@ -260,6 +260,22 @@ def test_fixmatch_starts_from_a_simclr_initialisation(pretrained_dir, tmp_path):
   assert results["step"] == 10 and results["test"]["num_examples"] == 10000
   params = pretrained_lib.restore_on_host(str(tmp_path / "checkpoints"), 10)["params"]
   assert "encoder" in params and "head_0" in params and "head_1" not in params
+
+
+@requires_raw_data
+def test_llp_baselines_fine_tune_a_simclr_encoder(pretrained_dir, tmp_path):
+  config = llp.get_config(f"dataset=mnist,method=dllp,bag_size=64,num_steps=10,"
+                          f"init_from={pretrained_dir}")
+  config.batch_size, config.validation_fraction = 128, 0.05
+  config.log_every = config.eval_every = config.checkpoint_every = 10
+  results = train_and_evaluate(config, str(tmp_path / "dllp"))
+  assert results["step"] == 10 and "validation_bag_loss" in results["monitor"]
+  params = pretrained_lib.restore_on_host(str(tmp_path / "dllp" / "checkpoints"), 10)["params"]
+  assert "encoder" in params and "head_0" in params and "head_1" not in params
+  config.prior_output_bias = True  # a bias on a network that is not built here
+  with pytest.raises(ValueError, match="prior_output_bias sets the output bias of a "
+                                       "network built from scratch"):
+    train_and_evaluate(config, str(tmp_path / "bias"))
 
 
 @requires_raw_data

@@ -99,13 +99,13 @@ def oracle_metrics(name: str, scores: np.ndarray, labels: np.ndarray,
   return out
 
 
-def validation_bag_monitor(config, data: Data, pool_size: int, model: nn.Module, mesh):
-  """`Setup.monitor` of an LLP method: `state -> {validation_bag_loss, oracle_*}`,
-  the loss on validation bags (what selects) beside instance metrics (which never do)."""
+def validation_bag_monitor(config, data: Data, pool_size: int, mesh):
+  """`Setup.monitor` of an LLP method: `(state, predict) -> {validation_bag_loss,
+  oracle_*}`, the loss on validation bags (what selects) beside instance metrics
+  (which never do)."""
   bags = validation_bags(config, data, pool_size)
-  predict = evaluate_lib.make_predict_fn(model)
 
-  def monitor(state) -> dict[str, float]:
+  def monitor(state, predict) -> dict[str, float]:
     logits, _, labels = evaluate_lib.predict_split(
         predict, state.params, state.model_state, data.validation,
         config.eval_batch_size, mesh)
@@ -158,8 +158,13 @@ def build_model(config, info: datasets.DataInfo, prior: np.ndarray) -> nn.Module
 def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
   loader, bags = bag_loader(config, data, mesh)
   prior = label_prior(bags)
-  model = build_model(config, data.dataset.info, prior)
-  monitor = (validation_bag_monitor(config, data, len(loader.examples), model, mesh)
+  if config.get("prior_output_bias") and config.get("init_from"):
+    raise ValueError("prior_output_bias sets the output bias of a network built from "
+                     "scratch; with init_from the model is the pretrained encoder and a "
+                     "new classifier: drop one of them.")
+  # With init_from the trainer fine-tunes the pretrained encoder instead.
+  model = None if config.get("init_from") else build_model(config, data.dataset.info, prior)
+  monitor = (validation_bag_monitor(config, data, len(loader.examples), mesh)
              if len(data.validation) else None)
   prior = jnp.asarray(prior, jnp.float32)
 

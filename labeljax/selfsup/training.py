@@ -88,7 +88,8 @@ def simclr_setup(config: ml_collections.ConfigDict, data: trainer.Data,
   bank = train.take(np.random.default_rng(config.seed).choice(pool, bank_size,
                                                               replace=False))
 
-  def monitor(state):
+  def monitor(state, predict=None):
+    del predict  # The kNN accuracy reads the encoder's embedding, not the logits.
     if not len(data.validation):
       return {}
     embed = lambda examples: evaluate_lib.embed(model, state.params, state.model_state,

@@ -43,14 +43,14 @@ class Setup(NamedTuple):
     loss_fn: model -> the `LossFn` of `make_train_step`.
     algo_state: the initial `TrainState.algo_state` (fixed-shape pytree).
     model: the model to train; None builds `config.model`.
-    monitor: `state -> metrics`, logged as split "monitor" every
+    monitor: `(state, predict) -> metrics`, logged as split "monitor" every
       `config.eval_every` steps (e.g. SimCLR's kNN accuracy); None for none.
   """
   loader: Any
   loss_fn: Callable[[nn.Module], LossFn]
   algo_state: Any = None
   model: nn.Module | None = None
-  monitor: Callable[[TrainState], dict[str, float]] | None = None
+  monitor: Callable[[TrainState, Callable], dict[str, float]] | None = None
 
 
 class Data(NamedTuple):
@@ -166,7 +166,7 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
         writer.write(step, "validation", evaluate(config, predict, state,
                                                   validation, mesh))
       if setup.monitor is not None and step % config.eval_every == 0 and not last:
-        writer.write(step, "monitor", setup.monitor(state))
+        writer.write(step, "monitor", setup.monitor(state, predict))
       ckpt.save(step, state, force=preempted or last)
       if preempted and not last:
         logging.warning("Preempted: saved step %d and stopping.", step)
@@ -253,7 +253,7 @@ def train_single_stage(config: ml_collections.ConfigDict, workdir: str,
   if len(data.validation):
     results["validation"] = evaluate(config, predict, state, data.validation, mesh)
   if setup.monitor is not None:  # e.g. LLP's loss on validation bags
-    results["monitor"] = setup.monitor(state)
+    results["monitor"] = setup.monitor(state, predict)
   writer = MetricWriter(workdir)
   for split_name in ("validation", "monitor", "test"):
     if split_name in results:

@@ -1,0 +1,36 @@
+#!/bin/bash
+# Image LLP tables (issue 18): test accuracy (%), mean ± std over 3 seeds, for
+# random bags of 16..1024 over MNIST and Fashion-MNIST, every method with the
+# same budget (300 steps of the CPU-sized small CNN, learning rate 1e-3, no
+# tuning). LLP-BP runs one round on the kNN graph of the pixels, or of the
+# SimCLR encoder pretrained without labels (results/simclr_pretrain.md; its
+# runs come first and are shared by every seed and bag size); the "init_from"
+# baselines fine-tune that encoder instead of training from scratch.
+# Every run is cached under $RUNS, so rerunning only fills in missing cells.
+#   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp_images.sh
+set -euo pipefail
+RUNS=${RUNS:-/tmp/labeljax/tables}
+PARALLEL=${PARALLEL:-2}
+ROWS=${ROWS:-dllp ot easyllp llp_bp llp_bp_pretrained dllp_pretrained}
+python -m experiments.sweep --config=experiments/configs/simclr.py \
+    --workdir="$RUNS/simclr" --parallel="$PARALLEL" --seeds=0 \
+    --rows=dataset=mnist,dataset=fashion_mnist --scale=100 \
+    --metric=validation.knn_accuracy,test.knn_accuracy,test.linear_accuracy
+for dataset in fashion_mnist mnist; do
+  encoder="$RUNS/simclr/dataset-${dataset}__seed-0"
+  rows=()
+  for row in $ROWS; do
+    case $row in
+      llp_bp) rows+=("method=llp_bp+rounds=1") ;;
+      llp_bp_pretrained) rows+=("method=llp_bp+rounds=1+graph_representation=pretrained+init_from=$encoder") ;;
+      *_pretrained) rows+=("method=${row%_pretrained}+init_from=$encoder") ;;
+      *) rows+=("method=$row") ;;
+    esac
+  done
+  python -m experiments.sweep --config=experiments/configs/llp.py \
+      --workdir="$RUNS/llp_$dataset" --parallel="$PARALLEL" \
+      --common="dataset=$dataset,num_steps=300" \
+      --rows="$(IFS=,; echo "${rows[*]}")" \
+      --columns=bag_size=16,bag_size=64,bag_size=256,bag_size=1024 \
+      --seeds=0,1,2 --metric=test.accuracy --scale=100 --output="results/llp_$dataset.md"
+done
