@@ -32,7 +32,7 @@ def _flag(words, name, default=""):
 
 
 def _configs(words):
-  """The configs a train command runs, or every cell of a sweep command."""
+  """The configs a train command runs, or every cell (and --tune setting) of a sweep."""
   path, _, args = resolve_config_flag(_flag(words, "config")).partition(":")
   module = importlib.import_module(
       "experiments.configs." + pathlib.Path(path).stem)
@@ -41,8 +41,9 @@ def _configs(words):
   cells = []
   for row in _flag(words, "rows").split(","):
     for column in _flag(words, "columns").split(","):
-      parts = (_flag(words, "common"), row, column, "seed=0")
-      cells.append(module.get_config(",".join(p.replace("+", ",") for p in parts if p)))
+      for tune in _flag(words, "tune").split(","):
+        parts = (_flag(words, "common"), row, column, tune, "seed=0")
+        cells.append(module.get_config(",".join(p.replace("+", ",") for p in parts if p)))
   return cells
 
 
