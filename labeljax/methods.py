@@ -10,6 +10,7 @@ core (`labeljax.train`) and the families never import this module.
 import ml_collections
 
 from labeljax.distill import training as distill_training
+from labeljax.llp import consistency as llp_consistency
 from labeljax.llp import llp_bp
 from labeljax.llp import training as llp_training
 from labeljax.recipes import simclrv2
@@ -24,12 +25,14 @@ METHODS = {
     "dllp": llp_training.dllp,
     "easyllp": llp_training.easyllp,
     "ot": llp_training.ot,
+    "bag_fixmatch": llp_consistency.bag_fixmatch,
     "pseudo_labeling": ssl_training.pseudo_labeling,
 }
 
 
 PIPELINES = {
     "llp_bp": llp_bp.train_and_evaluate,
+    "bag_proportion": llp_training.bag_proportion_floor,
     "distill": distill_training.train_and_evaluate,
     "simclr": selfsup_training.pretrain,
     "simclrv2": simclrv2.simclrv2,

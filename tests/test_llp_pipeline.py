@@ -1,6 +1,7 @@
 """LLP methods end to end through the trainer: DLLP, EasyLLP, OT, LLP-BP rounds."""
 
 import json
+import pathlib
 
 import jax
 import ml_collections
@@ -10,10 +11,12 @@ import pytest
 from conftest import requires_raw_data
 from experiments.configs import llp
 from labeljax import data as data_lib
-from labeljax import models, parallel
+from labeljax import metrics, models, parallel
 from labeljax.data import random_bags
 from labeljax.llp import llp_bp
 from labeljax.llp import training as llp_training
+from labeljax.train import checkpoint
+from labeljax.train import evaluate as evaluate_lib
 from labeljax.train import trainer
 from labeljax.methods import train_and_evaluate
 
@@ -32,6 +35,28 @@ def test_bag_loss_baselines_learn_from_proportions(method, prior_output_bias, tm
   config = _config(method, prior_output_bias=prior_output_bias)
   results = train_and_evaluate(config, str(tmp_path))
   assert results["step"] == 60 and results["test"]["auc"] > 0.75
+
+
+def test_bag_proportion_floor_scores_test_rows_by_their_training_bag(tmp_path):
+  config = _config("bag_proportion")
+  assert train_and_evaluate(config, str(tmp_path / "random"))["test"]["auc"] == 0.5
+  config.bagging = "feature"  # education x marital-status, groups of 50..2500
+  floor = train_and_evaluate(config, str(tmp_path / "feature"))["test"]["auc"]
+  # By hand: the positive share of the pool rows sharing a test row's values.
+  data = trainer.load_data(config)
+  pool = np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
+  names = list(data.dataset.info.schema.categorical)
+  columns = [names.index("education"), names.index("marital-status")]
+  train_keys = data.dataset.train.categorical[pool][:, columns]
+  train_labels = data.dataset.train.labels[pool]
+  _, group, sizes = np.unique(train_keys, axis=0, return_inverse=True, return_counts=True)
+  prior = train_labels[(50 <= sizes[group.ravel()]) & (sizes[group.ravel()] <= 2500)].mean()
+  scores = []  # a row whose group made no bag: the positive share of all bags
+  for key in data.dataset.test.categorical[:, columns]:
+    members = (train_keys == key).all(1)
+    scores.append(train_labels[members].mean() if 50 <= members.sum() <= 2500 else prior)
+  assert floor == pytest.approx(metrics.roc_auc(np.array(scores), data.dataset.test.labels))
+  assert 0.7 < floor < 0.85  # measured 0.779
 
 
 def test_ot_rejects_bad_sinkhorn_settings(tmp_path):
@@ -134,6 +159,83 @@ def test_llp_bp_rounds_select_on_validation_bags_only(tmp_path):
                                                                     abs=1e-5)
   assert results["test"]["auc"] == pytest.approx(0.8876154024850178, abs=2e-4)
   # Killed in each round and resumed: test_faults.py.
+
+
+def _warm_start_config(**overrides):
+  return _config("llp_bp", warm_start=True, num_rounds=1, bp_sweeps=10, **overrides)
+
+
+def test_warm_started_llp_bp_starts_bp_from_the_dllp_network(tmp_path, monkeypatch):
+  """Round 0's kNN graph is built on the DLLP network's embedding and BP's prior
+  field is its logits; the DLLP network is a selection candidate (round -1)."""
+  warm_starts, graph_calls = [], []
+  make_warm_start, graph_marginals = llp_bp.warm_start_network, llp_bp.graph_marginals
+
+  def spy_warm_start(*args):
+    warm_starts.append(make_warm_start(*args))
+    return warm_starts[-1]
+
+  def spy_graph(representation, bags, config, prior_logits=None):
+    graph_calls.append((representation, prior_logits))
+    return graph_marginals(representation, bags, config, prior_logits)
+
+  monkeypatch.setattr(llp_bp, "warm_start_network", spy_warm_start)
+  monkeypatch.setattr(llp_bp, "graph_marginals", spy_graph)
+  config = _warm_start_config()
+  results = train_and_evaluate(config, str(tmp_path))
+  assert len(warm_starts) == 1 and len(graph_calls) == 1
+  (warm,), (representation, prior_logits) = warm_starts, graph_calls[0]
+  # The DLLP network: the plain MLP, no bag head.
+  assert sorted(warm.state.params) == ["Dense_0", "Dense_1", "Dense_2"]
+  data = trainer.load_data(config)
+  pool = np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
+  logits, embedding, _ = evaluate_lib.predict_split(
+      warm.predict, warm.state.params, warm.state.model_state,
+      data.dataset.train.take(pool), config.eval_batch_size, parallel.make_mesh())
+  assert embedding.shape == (len(pool), 128)  # the MLP (256, 128)'s penultimate layer
+  np.testing.assert_array_equal(representation, embedding)
+  np.testing.assert_array_equal(prior_logits, logits)
+  assert (tmp_path / "dllp" / "metrics.jsonl").exists()
+  rounds = _rows(tmp_path, "round")
+  assert [r["round"] for r in rounds] == [-1, 0]
+  assert [r["sweeps"] for r in _rows(tmp_path, "bp")] == [10]
+  losses = [r["validation_bag_loss"] for r in rounds]
+  assert results["selected_round"] == rounds[int(np.argmin(losses))]["round"]
+  assert results["test"]["auc"] == rounds[int(np.argmin(losses))]["test_auc"]
+  assert set(results) >= {"monitor", "selected_round", "test"}
+
+
+def test_warm_started_llp_bp_rerun_reuses_every_stage(tmp_path, monkeypatch):
+  """A rerun of a finished warm-started run trains no step (the DLLP stage and
+  the rounds restore their last checkpoints) and returns the same results."""
+  config = _warm_start_config()
+  first = train_and_evaluate(config, str(tmp_path))
+  assert {d: len(_rows(tmp_path / d, "train")) for d in ("dllp", "round_0")} == {
+      "dllp": 2, "round_0": 2}  # log_every 30 of 60 steps, in each stage's own workdir
+  fits, steps_saved = [], []
+  original_fit, original_save = trainer.fit, checkpoint.Checkpointer.save
+
+  def spy_fit(config, workdir, *args, **kwargs):
+    fits.append(pathlib.Path(workdir).name)
+    return original_fit(config, workdir, *args, **kwargs)
+
+  def spy_save(self, step, *args, **kwargs):  # called after every train step
+    steps_saved.append(step)
+    return original_save(self, step, *args, **kwargs)
+
+  monkeypatch.setattr(trainer, "fit", spy_fit)
+  monkeypatch.setattr(checkpoint.Checkpointer, "save", spy_save)
+  assert train_and_evaluate(config, str(tmp_path)) == first
+  assert fits == ["dllp", "round_0"] and steps_saved == []
+
+
+def test_warm_start_rejects_another_round_0_graph(tmp_path):
+  with pytest.raises(ValueError, match="warm_start builds round 0's kNN graph on the DLLP "
+                                       "network's embedding"):
+    train_and_evaluate(_warm_start_config(graph_representation="pretrained",
+                                          init_from="/tmp/simclr"), str(tmp_path))
+  with pytest.raises(ValueError, match="warm_start is an option of method=llp_bp, not dllp"):
+    llp.get_config("method=dllp,warm_start=True")
 
 
 # Multi-class LLP-BP on a small MNIST problem: 1500 training images (300 of

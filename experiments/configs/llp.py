@@ -4,10 +4,13 @@ r"""Learning from label proportions: only bag label counts are used for training
       --config=experiments/configs/llp.py:dataset=adult,bag_size=128,method=dllp \
       --workdir=/tmp/labeljax/llp_adult_dllp128
 
-Methods: dllp, easyllp, ot (optimal-transport pseudo-labels), llp_bp. Bags:
-random bags of `bag_size` over the training pool, or feature bags
-(`bagging=feature`, grouped by `bag_columns`, sizes in [50, 2500] as in
-LLP-Bench). Test metrics are instance-level (AUC for binary, accuracy always).
+Methods: dllp, easyllp, ot (optimal-transport pseudo-labels), bag_fixmatch
+(FixMatch on pseudo-labels projected onto the bag counts), llp_bp, and
+bag_proportion, the floor: no training, each test row scored by the label
+proportions of the training bag it would join. Bags: random bags of
+`bag_size` over the training pool, or feature bags (`bagging=feature`,
+grouped by `bag_columns`, sizes in [50, 2500] as in LLP-Bench; the log says
+how many rows they cover). Test metrics are instance-level (AUC for binary, accuracy always).
 Tabular data sets train the MLP, images the small CNN (CPU-sized widths
 16-32-64); `model=` overrides.
 A run reports the model of its last step. 10% of the training split
@@ -53,8 +56,10 @@ def get_config(arg=None):
   args = common.parse_arg(arg, dataset="adult", method="dllp", bag_size=128,
                           bagging="random", seed=0, num_steps=2000, model="",
                           bag_factor="cardinality", prior_bias=False, rounds=2,
-                          graph_representation="inputs", init_from="",
+                          graph_representation="inputs", init_from="", warm_start=False,
                           learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1)
+  if args.warm_start and args.method != "llp_bp":
+    raise ValueError(f"warm_start is an option of method=llp_bp, not {args.method}.")
   config = common.base_config()
   config.method = args.method
   config.dataset = args.dataset
@@ -110,6 +115,12 @@ def get_config(arg=None):
     config.pseudo_threshold = 0.5
     config.bag_loss_weight = 0.1
     config.graph_representation = args.graph_representation  # round 0's kNN graph
+    # Round 0 on a DLLP network (prior bias on, trained in workdir/dllp): its
+    # embedding builds the kNN graph, its logits are BP's prior field; with
+    # warm_start_candidate it also competes in the validation-bag selection
+    # (round -1), so LLP-BP falls back to DLLP when BP does not help.
+    config.warm_start = args.warm_start
+    config.warm_start_candidate = True
     if config.model == "mlp":
       config.model_kwargs = dict(hidden_sizes=(256, 128))
     config.bag_hidden = 64  # the bag head's hidden layer

@@ -7,6 +7,7 @@ training bags), the one figure an LLP user can select settings on.
 """
 
 import flax.linen as nn
+from absl import logging
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
@@ -19,7 +20,7 @@ from labeljax.data.bag_pipeline import BagLoader
 from labeljax.llp import losses
 from labeljax.train import evaluate as evaluate_lib
 from labeljax.train.step import LossAux, apply_model, model_inputs
-from labeljax.train.trainer import Data, Setup
+from labeljax.train.trainer import Data, Setup, load_data, write_results
 
 
 def bags_over(config: ml_collections.ConfigDict, examples: datasets.Examples,
@@ -57,8 +58,41 @@ def bags_over(config: ml_collections.ConfigDict, examples: datasets.Examples,
 def make_bags(config: ml_collections.ConfigDict, data: Data) -> tuple[np.ndarray, bags_lib.Bags]:
   """Bags over the training pool (train minus validation): its indices and bags."""
   pool = np.sort(np.concatenate([data.split.labeled, data.split.unlabeled]))
-  return pool, bags_over(config, data.dataset.train.take(pool), data.dataset.info,
-                         config.seed)
+  bags = bags_over(config, data.dataset.train.take(pool), data.dataset.info, config.seed)
+  # Feature bags drop the groups outside the size filter, and their rows.
+  covered = int((bags.bag_ids >= 0).sum())
+  logging.info("%d %s bags cover %d of the %d training-pool rows (%.1f%%).", bags.num_bags,
+               config.bagging, covered, len(pool), 100 * covered / len(pool))
+  return pool, bags
+
+
+def bag_proportion_floor(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """What the bag counts alone give, the floor every LLP method must clear.
+
+  Each test row is scored by the label proportions of the training bag it
+  would join: with feature bags, the bag of its `bag_columns` values; a row
+  whose group formed no bag, and every row of random bags (whose membership
+  says nothing about a new row), gets the label prior. No training.
+  """
+  data = load_data(config)
+  pool, bags = make_bags(config, data)
+  info, test = data.dataset.info, data.dataset.test
+  scores = np.tile(label_prior(bags), (len(test), 1))
+  if config.bagging == "feature":
+    columns = [list(info.schema.categorical).index(c) for c in config.bag_columns]
+    train_keys = data.dataset.train.categorical[pool][:, columns]
+    bagged = bags.bag_ids >= 0
+    proportions = {tuple(key): bags.proportions[bag]
+                   for key, bag in zip(train_keys[bagged], bags.bag_ids[bagged])}
+    for row, key in enumerate(test.categorical[:, columns]):
+      scores[row] = proportions.get(tuple(key), scores[row])
+  metrics = {"accuracy": metrics_lib.accuracy(scores, test.labels)}
+  if info.num_classes == 2:
+    metrics["auc"] = metrics_lib.roc_auc(scores[:, 1], test.labels)
+  logging.info("Bag-proportion floor on %s: %s", info.name, metrics)
+  results = {"step": 0, "test": metrics}
+  write_results(workdir, results)
+  return results
 
 
 def validation_bags(config: ml_collections.ConfigDict, data: Data,
@@ -155,7 +189,11 @@ def build_model(config, info: datasets.DataInfo, prior: np.ndarray) -> nn.Module
                           **config.get("model_kwargs", {}))
 
 
-def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
+def bag_setup_parts(config, data: Data, mesh):
+  """What every LLP setup starts from: (the bag loader, the label prior, the
+  model, the validation-bag monitor); the model is None with `init_from` (the
+  trainer then fine-tunes the pretrained encoder), the monitor None without
+  validation examples."""
   loader, bags = bag_loader(config, data, mesh)
   prior = label_prior(bags)
   if config.get("prior_output_bias") and config.get("init_from"):
@@ -166,6 +204,11 @@ def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
   model = None if config.get("init_from") else build_model(config, data.dataset.info, prior)
   monitor = (validation_bag_monitor(config, data, len(loader.examples), mesh)
              if len(data.validation) else None)
+  return loader, prior, model, monitor
+
+
+def _bag_loss_setup(config, data: Data, mesh, bag_loss) -> Setup:
+  loader, prior, model, monitor = bag_setup_parts(config, data, mesh)
   prior = jnp.asarray(prior, jnp.float32)
 
   def loss_fn(model):
