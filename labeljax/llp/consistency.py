@@ -100,14 +100,10 @@ def bag_fixmatch(config: ml_collections.ConfigDict, data: Data, mesh) -> Setup:
   `tabular_mask_prob`, `tabular_noise_std`).
   """
   threshold, weight = config.pseudo_threshold, config.bag_loss_weight
-  epsilon, num_iters = config.ot_epsilon, config.ot_iters
   if not 0.0 <= threshold <= 1.0:
     raise ValueError(f"pseudo_threshold must be a probability in [0, 1], got {threshold}.")
   check_nonnegative("bag_loss_weight", weight)
-  if not epsilon > 0:
-    raise ValueError(f"ot_epsilon must be > 0, got {epsilon}.")
-  if num_iters < 1:
-    raise ValueError(f"ot_iters must be >= 1, got {num_iters}.")
+  epsilon, num_iters = llp_training.check_ot_settings(config)
   # The bag loader, the model (or init_from's encoder) and the validation-bag
   # monitor, as for every LLP setup.
   loader, _, model, monitor = llp_training.bag_setup_parts(config, data, mesh)

@@ -233,13 +233,19 @@ def easyllp(config, data: Data, mesh) -> Setup:
   return _bag_loss_setup(config, data, mesh, losses.easyllp_loss)
 
 
-def ot(config, data: Data, mesh) -> Setup:
-  """Optimal-transport pseudo-labels: cross-entropy with Sinkhorn labels per bag."""
+def check_ot_settings(config) -> tuple[float, int]:
+  """(`ot_epsilon`, `ot_iters`) of the Sinkhorn bag labels, checked before training."""
   epsilon, num_iters = config.ot_epsilon, config.ot_iters
   if not epsilon > 0:
     raise ValueError(f"ot_epsilon must be > 0, got {epsilon}.")
   if num_iters < 1:
     raise ValueError(f"ot_iters must be >= 1, got {num_iters}.")
+  return epsilon, num_iters
+
+
+def ot(config, data: Data, mesh) -> Setup:
+  """Optimal-transport pseudo-labels: cross-entropy with Sinkhorn labels per bag."""
+  epsilon, num_iters = check_ot_settings(config)
 
   def bag_loss(logits, batch, prior):
     del prior  # The labels come from the predictions and the bag counts alone.
