@@ -70,7 +70,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 
 
 def run_name(*parts: str) -> str:
-  return "__".join(p.replace("=", "-").replace("+", "_") for p in parts if p)
+  """One directory name for a cell's arguments (paths in them flattened)."""
+  return "__".join(p.replace("=", "-").replace("+", "_").replace(os.sep, "_")
+                   for p in parts if p)
 
 
 def run_cell(common: str, row: str, column: str, seed: str, tune: str = "") -> dict:
