@@ -1,4 +1,4 @@
-"""Exact kNN graphs, undirected edges and kernels against brute force."""
+"""kNN graphs (exact and IVF), undirected edges and kernels against brute force."""
 
 import jax.numpy as jnp
 import numpy as np
@@ -76,3 +76,100 @@ def test_knn_rejects_bad_inputs():
     knn.knn_graph(x, 2)
   with pytest.raises(ValueError, match=r"\[N, d\]"):
     knn.knn_graph(np.zeros(10), 2)
+
+
+# ------------------------------------------------------------------------ IVF
+
+
+def test_ivf_finds_known_neighbours_of_separated_clusters():
+  # 30 far-apart clusters of k + 1 = 6 points: each point's 5 neighbours are
+  # exactly its cluster mates. k-means on 10 cells may still split a cluster
+  # (two initial centroids in it); 4 probes cover it whole.
+  rng = np.random.default_rng(0)
+  k, clusters = 5, 30
+  centres = rng.uniform(-100, 100, size=(clusters, 4))
+  x = (centres.repeat(k + 1, 0) + rng.normal(scale=0.1, size=(clusters * (k + 1), 4)))
+  edges = knn.knn_graph(x.astype(np.float32), k, method="ivf", num_cells=10, num_probes=4)
+  found = np.sort(np.asarray(edges.receivers).reshape(-1, k), axis=1)
+  cluster = np.arange(len(x)) // (k + 1)
+  mates = np.array([np.flatnonzero((cluster == cluster[i]) & (np.arange(len(x)) != i))
+                    for i in range(len(x))])
+  np.testing.assert_array_equal(found, mates)
+  ids, _ = knn.exact_neighbors(x, np.arange(len(x)), k)
+  assert knn.recall(edges, np.arange(len(x)), ids) == 1.0
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_ivf_recall_on_random_points(metric):
+  x = np.random.default_rng(1).normal(size=(2000, 6)).astype(np.float32)
+  queries = np.arange(0, 2000, 7)
+  exact_ids, exact_dist = knn.exact_neighbors(x, queries, 10, metric)
+  approx = knn.knn_graph(x, 10, metric, method="ivf")  # 45 cells, 8 probes
+  assert knn.recall(approx, queries, exact_ids) >= 0.9
+  # Probing every cell is the exact search, distances and all.
+  full = knn.knn_graph(x, 10, metric, method="ivf", num_cells=20, num_probes=20)
+  ids, dist = brute_force(x, 10, metric)
+  np.testing.assert_array_equal(np.asarray(full.receivers).reshape(-1, 10), ids)
+  np.testing.assert_allclose(np.asarray(full.distances).reshape(-1, 10), dist, atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(exact_ids), ids[queries])
+
+
+def test_ivf_batches_that_do_not_divide_n(monkeypatch):
+  # Batches of 900 queries: the last holds 100 points and pads with 800 more
+  # (counted as pairs too); it must still get every pair of its own.
+  x = np.random.default_rng(4).normal(size=(1000, 4)).astype(np.float32)
+  whole = knn.knn_graph(x, 5, method="ivf", num_cells=20, num_probes=3)
+  monkeypatch.setattr(knn, "QUERY_PAIRS", 3 * 900)
+  batched = knn.knn_graph(x, 5, method="ivf", num_cells=20, num_probes=3)
+  np.testing.assert_array_equal(np.asarray(batched.receivers), np.asarray(whole.receivers))
+
+
+def test_ivf_recall_grows_with_probes():
+  x = np.random.default_rng(2).normal(size=(3000, 8)).astype(np.float32)
+  queries = np.arange(0, 3000, 5)
+  exact_ids, _ = knn.exact_neighbors(x, queries, 10)
+  recalls = [knn.recall(knn.knn_graph(x, 10, method="ivf", num_cells=50, num_probes=p),
+                        queries, exact_ids) for p in (1, 5, 50)]
+  assert recalls[0] < recalls[1] < recalls[2] == 1.0
+
+
+def test_llp_graph_with_ivf_knn():
+  from labeljax.llp import bp, multiclass_bp  # pylint: disable=g-import-not-at-top
+  rng = np.random.default_rng(3)
+  x = rng.normal(size=(400, 5)).astype(np.float32)
+  bag_ids = np.arange(400) // 20
+  labels = rng.integers(0, 3, 400)
+  counts = np.stack([np.bincount(bag_ids, labels == c) for c in range(3)], 1)
+  exact = bp.build_llp_graph(x, bag_ids, counts[:, 1])
+  ivf = bp.build_llp_graph(x, bag_ids, counts[:, 1], knn_method="ivf", knn_cells=16,
+                           knn_probes=16)
+  for a, b in zip(exact[1:4], ivf[1:4]):  # senders, receivers, weights
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
+  approx = multiclass_bp.build_multiclass_graph(x, bag_ids, counts, knn_method="ivf",
+                                                knn_cells=16, knn_probes=4)
+  assert 0 < len(approx.senders) <= 400 * 10
+  with pytest.raises(ValueError, match="Unknown kNN method 'hnsw'"):
+    multiclass_bp.build_multiclass_graph(x, bag_ids, counts, knn_method="hnsw")
+
+
+def test_ivf_rejects_bad_settings_before_compiling(monkeypatch):
+  def compiled(*args, **kwargs):
+    raise AssertionError("reached the jitted search")
+  monkeypatch.setattr(knn, "_ivf_cells", compiled)
+  x = np.random.default_rng(0).normal(size=(50, 3)).astype(np.float32)
+  with pytest.raises(ValueError, match="num_cells <= N = 50 points, got num_cells=51"):
+    knn.knn_graph(x, 3, method="ivf", num_cells=51)
+  with pytest.raises(ValueError, match="1 <= num_probes <= num_cells = 10, got num_probes=0"):
+    knn.knn_graph(x, 3, method="ivf", num_cells=10, num_probes=0)
+  with pytest.raises(ValueError, match="1 <= num_probes <= num_cells = 10, got num_probes=11"):
+    knn.knn_graph(x, 3, method="ivf", num_cells=10, num_probes=11)
+  with pytest.raises(ValueError, match="Unknown kNN method 'annoy'; choose one of"):
+    knn.knn_graph(x, 3, method="annoy")
+  with pytest.raises(ValueError, match="k < N = 50"):
+    knn.knn_graph(x, 50, method="ivf")
+
+
+def test_ivf_rejects_probes_too_few_for_k():
+  x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
+  with pytest.raises(ValueError, match="fewer than k \\+ 1 = 6; raise num_probes"):
+    knn.knn_graph(x, 5, method="ivf", num_cells=40, num_probes=1)

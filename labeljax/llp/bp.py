@@ -209,13 +209,15 @@ def build_llp_graph(features_or_edges, bag_ids, bag_counts, *,
                     num_neighbors: int = 10, metric: str = "euclidean",
                     kernel: str = "matern12", length_scale: float = 1.0,
                     prior_log_odds=None, allow_unbagged: bool = False,
-                    min_bags_per_block: int = 16) -> LLPGraph:
+                    min_bags_per_block: int = 16, knn_method: str = "exact",
+                    knn_cells: int | None = None, knn_probes: int | None = None) -> LLPGraph:
   """The LLP-BP graph from features (or precomputed edges), bags and counts.
 
   Args:
-    features_or_edges: [N, d] covariates or embeddings, from which the exact
-      `num_neighbors`-NN graph is built with `metric`; or `knn.Edges` (e.g. a
-      cached `knn.knn_graph`), used as given after symmetrisation.
+    features_or_edges: [N, d] covariates or embeddings, from which the
+      `num_neighbors`-NN graph is built with `metric` and `knn_method`; or
+      `knn.Edges` (e.g. a cached `knn.knn_graph`), used as given after
+      symmetrisation.
     bag_ids: [N] bag of each instance, in [0, num_bags); -1 for none if
       `allow_unbagged`.
     bag_counts: [num_bags] positives per bag, in [0, bag size].
@@ -228,6 +230,9 @@ def build_llp_graph(features_or_edges, bag_ids, bag_counts, *,
     prior_log_odds: optional [N] unary log-odds f_i (e.g. a classifier's).
     allow_unbagged: allow bag id -1 (the instance then has no bag factor).
     min_bags_per_block: see `bag_blocks`.
+    knn_method: "exact" or "ivf" (approximate, for N in the millions); see
+      `knn.knn_graph`, which also defines the IVF `knn_cells` (num_cells) and
+      `knn_probes` (num_probes) and their defaults.
 
   Returns:
     An `LLPGraph` for `run_bp`.
@@ -242,13 +247,16 @@ def build_llp_graph(features_or_edges, bag_ids, bag_counts, *,
       raise ValueError(f"prior_log_odds must be finite with shape ({num_nodes},).")
   senders, receivers, weights = similarity_edges(
       features_or_edges, num_nodes, lambda_sim=lambda_sim, num_neighbors=num_neighbors,
-      metric=metric, kernel=kernel, length_scale=length_scale)
+      metric=metric, kernel=kernel, length_scale=length_scale, knn_method=knn_method,
+      knn_cells=knn_cells, knn_probes=knn_probes)
   return LLPGraph(field, senders, receivers, weights,
                   bag_blocks(bag_ids, counts, min_bags_per_block), lambda_bag)
 
 
 def similarity_edges(features_or_edges, num_nodes: int, *, lambda_sim: float,
-                     num_neighbors: int, metric: str, kernel: str, length_scale: float):
+                     num_neighbors: int, metric: str, kernel: str, length_scale: float,
+                     knn_method: str = "exact", knn_cells: int | None = None,
+                     knn_probes: int | None = None):
   """Checked undirected edges (senders, receivers, weights λ_s K_ij) for N nodes.
 
   See `build_llp_graph` for the arguments.
@@ -272,7 +280,8 @@ def similarity_edges(features_or_edges, num_nodes: int, *, lambda_sim: float,
       raise ValueError("features contain NaN or inf.")
     if not 1 <= num_neighbors < num_nodes:
       raise ValueError(f"Need 1 <= num_neighbors < N = {num_nodes}, got {num_neighbors}.")
-    edges = knn.knn_graph(features, num_neighbors, metric)
+    edges = knn.knn_graph(features, num_neighbors, metric, method=knn_method,
+                          num_cells=knn_cells, num_probes=knn_probes)
   edges = knn.undirected(edges)
   weights = lambda_sim * knn.kernel_weights(edges.distances, kernel, length_scale)
   return edges.senders.astype(jnp.int32), edges.receivers.astype(jnp.int32), weights

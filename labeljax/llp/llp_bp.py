@@ -192,6 +192,8 @@ def graph_marginals(representation: np.ndarray, bags: bags_lib.Bags,
   graph_options = dict(
       lambda_bag=config.lambda_bag, lambda_sim=config.lambda_sim,
       num_neighbors=config.num_neighbors, metric=config.knn_metric, kernel=config.kernel,
+      knn_method=config.knn_method, knn_cells=config.knn_cells or None,
+      knn_probes=config.knn_probes or None,
       allow_unbagged=bool((bags.bag_ids < 0).any()))  # feature bags drop groups
   if bags.label_counts.shape[1] == 2:
     graph = bp_lib.build_llp_graph(

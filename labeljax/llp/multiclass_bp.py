@@ -181,11 +181,13 @@ def build_multiclass_graph(features_or_edges, bag_ids, bag_counts, *,
                            num_neighbors: int = 10, metric: str = "euclidean",
                            kernel: str = "matern12", length_scale: float = 1.0,
                            prior_logits=None, allow_unbagged: bool = False,
-                           min_bags_per_block: int = 16) -> MulticlassGraph:
+                           min_bags_per_block: int = 16, knn_method: str = "exact",
+                           knn_cells: int | None = None,
+                           knn_probes: int | None = None) -> MulticlassGraph:
   """The multi-class LLP-BP graph from features (or edges), bags and class counts.
 
   Args:
-    features_or_edges: [N, d] features for the exact `num_neighbors`-NN graph,
+    features_or_edges: [N, d] features for the `num_neighbors`-NN graph,
       or `knn.Edges`, as in `bp.build_llp_graph`.
     bag_ids: [N] bag of each instance, in [0, num_bags); -1 for none if
       `allow_unbagged`.
@@ -201,6 +203,7 @@ def build_multiclass_graph(features_or_edges, bag_ids, bag_counts, *,
       a constant per instance, e.g. a classifier's logits).
     allow_unbagged: allow bag id -1 (the instance then has no bag factor).
     min_bags_per_block: see `bp.bag_blocks`.
+    knn_method, knn_cells, knn_probes: the kNN search, as in `bp.build_llp_graph`.
 
   Returns:
     A `MulticlassGraph` for `run_multiclass_bp`.
@@ -219,7 +222,8 @@ def build_multiclass_graph(features_or_edges, bag_ids, bag_counts, *,
       raise ValueError("prior_logits contain NaN or inf.")
   senders, receivers, weights = bp.similarity_edges(
       features_or_edges, num_nodes, lambda_sim=lambda_sim, num_neighbors=num_neighbors,
-      metric=metric, kernel=kernel, length_scale=length_scale)
+      metric=metric, kernel=kernel, length_scale=length_scale, knn_method=knn_method,
+      knn_cells=knn_cells, knn_probes=knn_probes)
   if weights.size and float(weights.max()) > MAX_WEIGHT:
     raise ValueError(f"Potts weights λ_s K_ij must be <= {MAX_WEIGHT}, got up to "
                      f"{float(weights.max())}; lower lambda_sim.")

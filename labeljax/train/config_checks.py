@@ -63,6 +63,8 @@ CHECKS: dict[str, tuple[Callable, str]] = {
     "bag_max_size": _AT_LEAST_1,
     "num_rounds": _AT_LEAST_1,
     "num_neighbors": _AT_LEAST_1,
+    "knn_cells": _AT_LEAST_0,
+    "knn_probes": _AT_LEAST_0,
     "bp_sweeps": _AT_LEAST_1,
     "bp_damping": _DECAY,
     "lambda_bag": _NONNEGATIVE,
