@@ -5,6 +5,7 @@ import pathlib
 import tempfile
 
 import jax
+import numpy as np
 import pytest
 
 # XLA's CPU collectives abort a run whose devices do not all reach an
@@ -37,3 +38,14 @@ requires_raw_data = pytest.mark.skipif(
 # Prepared array_record files are reused across test runs on one machine.
 os.environ.setdefault("LABELJAX_DATA_DIR",
                       os.path.join(tempfile.gettempdir(), "labeljax_test_data"))
+
+
+def quadrant_images(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+  """4 classes of 16x16 gray images, each class brightening its own quadrant."""
+  rng = np.random.default_rng(seed)
+  labels = rng.integers(0, 4, n)
+  images = rng.uniform(0, 0.3, (n, 16, 16)).astype(np.float32)
+  for i, label in enumerate(labels):
+    row, col = divmod(int(label), 2)
+    images[i, 8 * row:8 * row + 8, 8 * col:8 * col + 8] += 0.6
+  return images, labels

@@ -10,6 +10,7 @@ import numpy as np
 import optax
 import pytest
 
+from conftest import quadrant_images
 from experiments.configs import llp
 from labeljax import data as data_lib
 from labeljax import methods, parallel
@@ -129,24 +130,13 @@ def test_pseudo_labels_respect_the_bag_counts():
   assert (counts[bag[kept], targets[kept].argmax(1)] > 0).all()
 
 
-def _toy_images(n, seed):
-  """4 classes of 16x16 gray images, each class brightening its own quadrant."""
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 4, n)
-  images = rng.uniform(0, 0.3, (n, 16, 16)).astype(np.float32)
-  for i, label in enumerate(labels):
-    row, col = divmod(int(label), 2)
-    images[i, 8 * row:8 * row + 8, 8 * col:8 * col + 8] += 0.6
-  return images, labels
-
-
 TOY = "toy_images_bag_fixmatch"
 
 
 @pytest.fixture(scope="module", autouse=True)
 def toy_images():
   data_lib.register_dataset(TOY, data_lib.from_arrays(
-      TOY, train=_toy_images(512, 0), test=_toy_images(256, 1)))
+      TOY, train=quadrant_images(512, 0), test=quadrant_images(256, 1)))
 
 
 def _config(num_steps=60, **overrides):

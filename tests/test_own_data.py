@@ -3,19 +3,9 @@
 import numpy as np
 import pytest
 
+from conftest import quadrant_images
 from experiments.configs import distill, llp, ssl
 from labeljax import data, methods
-
-
-def _images(n, seed):
-  """4 classes of 16x16 gray images, each class brightening its own quadrant."""
-  rng = np.random.default_rng(seed)
-  labels = rng.integers(0, 4, n)
-  images = rng.uniform(0, 0.3, (n, 16, 16)).astype(np.float32)
-  for i, label in enumerate(labels):
-    row, col = divmod(int(label), 2)
-    images[i, 8 * row:8 * row + 8, 8 * col:8 * col + 8] += 0.6
-  return images, labels
 
 
 def _tabular(n, seed):
@@ -31,7 +21,7 @@ def _tabular(n, seed):
 @pytest.fixture(scope="module", autouse=True)
 def registered():
   data.register_dataset("toy_images", data.from_arrays(
-      "toy_images", train=_images(512, 0), test=_images(256, 1)))
+      "toy_images", train=quadrant_images(512, 0), test=quadrant_images(256, 1)))
   # A function is called at each load: data built (or read) only when needed.
   data.register_dataset("toy_tabular", lambda: data.from_arrays(
       "toy_tabular", train=_tabular(2048, 2), test=_tabular(512, 3),
@@ -69,14 +59,14 @@ def test_distillation_on_in_memory_images(tmp_path):
 
 
 def test_float_images_are_stored_as_uint8_like_the_shipped_ones():
-  images, labels = _images(8, 0)
+  images, labels = quadrant_images(8, 0)
   dataset = data.from_arrays("x", train=(images, labels), test=(images, labels))
   assert dataset.info.kind == "image" and dataset.info.input_shape == (16, 16, 1)
   assert dataset.train.inputs.dtype == np.uint8
   np.testing.assert_array_equal(dataset.train.inputs[..., 0], np.round(images * 255))
 
 
-_GOOD = _images(8, 0)
+_GOOD = quadrant_images(8, 0)
 
 
 @pytest.mark.parametrize("train, kwargs, message", [
