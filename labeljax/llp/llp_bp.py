@@ -285,7 +285,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   mesh = parallel.make_mesh()
   loader, bags = llp_training.bag_loader(config, data, mesh)
   pool_examples = loader.examples
-  val_bags = llp_training.validation_bags(config, data, len(pool_examples))
+  # The loss on validation bags (what selects), as for every LLP method.
+  validation_monitor = llp_training.validation_bag_monitor(config, data, len(pool_examples),
+                                                           mesh)
   writer = MetricWriter(workdir)
   model = BagHeadModel(llp_training.build_model(config, info, llp_training.label_prior(bags)),
                        config.bag_hidden)
@@ -297,11 +299,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   def score(state, predict):
     """Selection on validation bags (instance metrics as oracle_*) and test metrics."""
-    val_logits, _, val_labels = predictions(state, data.validation, predict)
-    selection = {"validation_bag_loss": llp_training.validation_bag_loss(val_logits, val_bags),
-                 **llp_training.oracle_metrics("validation", val_logits, val_labels,
-                                               val_logits[:, 1] - val_logits[:, 0])}
-    return selection, trainer.evaluate(config, predict, state, data.dataset.test, mesh)
+    return (validation_monitor(state, predict),
+            trainer.evaluate(config, predict, state, data.dataset.test, mesh))
 
   best, prior_logits, steps_offset = None, None, 0
   if warm_start:
