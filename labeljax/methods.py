@@ -10,9 +10,9 @@ core (`labeljax.train`) and the families never import this module.
 import ml_collections
 
 from labeljax.distill import training as distill_training
-from labeljax.llp import consistency as llp_consistency
 from labeljax.llp import llp_bp
 from labeljax.llp import training as llp_training
+from labeljax.recipes import bag_fixmatch
 from labeljax.recipes import simclrv2
 from labeljax.selfsup import training as selfsup_training
 from labeljax.ssl import training as ssl_training
@@ -25,7 +25,7 @@ METHODS = {
     "dllp": llp_training.dllp,
     "easyllp": llp_training.easyllp,
     "ot": llp_training.ot,
-    "bag_fixmatch": llp_consistency.bag_fixmatch,
+    "bag_fixmatch": bag_fixmatch.bag_fixmatch,
     "pseudo_labeling": ssl_training.pseudo_labeling,
 }
 

@@ -1,4 +1,4 @@
-"""Bag-constrained FixMatch (labeljax/llp/consistency.py): the loss against a
+"""Bag-constrained FixMatch (labeljax/recipes/bag_fixmatch.py): the loss against a
 numpy reference, pseudo-labels that respect the bag counts, instance labels
 never read, and a short run through the llp.py config."""
 
@@ -14,7 +14,8 @@ from conftest import quadrant_images
 from experiments.configs import llp
 from labeljax import data as data_lib
 from labeljax import methods, parallel
-from labeljax.llp import consistency, losses
+from labeljax.llp import losses
+from labeljax.recipes import bag_fixmatch
 from labeljax.ssl import common
 from labeljax.train import state as state_lib
 from labeljax.train import trainer
@@ -84,7 +85,7 @@ def test_loss_matches_a_numpy_reference_and_its_gradients_the_pieces():
   assert 0 < keep.sum() < 8
 
   def loss(w, s):
-    return consistency.bag_fixmatch_loss(w, s, batch, threshold=threshold,
+    return bag_fixmatch.bag_fixmatch_loss(w, s, batch, threshold=threshold,
                                          bag_loss_weight=weight, epsilon=epsilon,
                                          num_iters=num_iters)
 
@@ -113,7 +114,7 @@ def test_pseudo_labels_respect_the_bag_counts():
     counts[k] = np.bincount(rng.integers(0, 4 if k else 3, s), minlength=4)
   batch = _batch(sizes, counts, 64)
   logits = jnp.asarray(rng.normal(size=(64, 4)) * 2, jnp.float32)
-  labels, projected = consistency.bag_pseudo_labels(logits, batch, threshold=0.5,
+  labels, projected = bag_fixmatch.bag_pseudo_labels(logits, batch, threshold=0.5,
                                                     epsilon=1.0, num_iters=300)
   projected = np.asarray(projected)
   bag, real = np.asarray(batch["bag"]), np.asarray(batch["mask"]) > 0

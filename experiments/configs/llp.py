@@ -99,7 +99,7 @@ def get_config(arg=None):
     config.ot_epsilon = 1.0  # Sinkhorn labels = KL projection onto the bag counts
     config.ot_iters = 50
   if args.method == "bag_fixmatch":
-    # FixMatch on pseudo-labels projected onto the bag counts (labeljax/llp/consistency.py).
+    # FixMatch on pseudo-labels projected onto the bag counts (labeljax/recipes/bag_fixmatch.py).
     config.pseudo_threshold = 0.95  # τ on the projected confidence, as FixMatch
     config.bag_loss_weight = 1.0    # DLLP on the weak view: trains before any label is kept
     config.ot_epsilon = 1.0         # the Sinkhorn projection, as method=ot
