@@ -177,6 +177,7 @@ def test_the_loss_never_reads_instance_labels():
   assert float(loss_permuted) == float(loss)
 
 
+@pytest.mark.slow  # slow: keeps the default suite well under 20 minutes on 2 cores
 def test_bag_fixmatch_trains_through_the_config(tmp_path):
   config = _config()
   assert (config.pseudo_threshold, config.bag_loss_weight, config.ot_epsilon,

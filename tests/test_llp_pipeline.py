@@ -263,6 +263,7 @@ def _small_mnist_config(**overrides):
   return config
 
 
+@pytest.mark.slow  # slow: keeps the default suite well under 20 minutes on 2 cores
 @requires_raw_data
 def test_multiclass_llp_bp_on_images_selects_without_instance_labels(small_mnist, tmp_path,
                                                                      monkeypatch):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -65,6 +66,7 @@ def test_sweep_skips_cells_and_rejects_unknown_ones(tmp_path):
   assert failed.returncode != 0 and "not row@column" in failed.stderr
 
 
+@pytest.mark.slow  # slow: keeps the default suite well under 20 minutes on 2 cores
 def test_sweep_tunes_each_seed_on_the_select_key(tmp_path):
   tune = ["learning_rate=0.0001", "learning_rate=0.01"]
   sweep = subprocess.run(
