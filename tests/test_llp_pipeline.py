@@ -327,8 +327,10 @@ def test_validation_bag_loss_is_dllp_on_bags(num_classes):
     (dict(graph_representation="pretrained"),
      "graph_representation='pretrained' builds round 0's kNN graph on a pretrained "
      "encoder's embedding: set init_from"),
-    (dict(init_from="/tmp/simclr"), "init_from='/tmp/simclr' with graph_representation="
-                                    "'inputs': LLP-BP uses a pretrained encoder only"),
+    (dict(init_from="/tmp/simclr"), "init_from='/tmp/simclr' is unused: LLP-BP uses a "
+                                    "pretrained encoder for round 0's kNN graph"),
+    (dict(finetune_encoder=True), "finetune_encoder starts every round's network from a "
+                                  "pretrained encoder: set init_from"),
     (dict(graph_representation="embedding"), "Unknown graph_representation 'embedding'"),
     (dict(bag_factor="saddlepoint"), r"bag_factor 'saddlepoint' is not a form of the binary "
                                      r"BP that adult \(2 classes\) uses"),

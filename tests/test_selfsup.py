@@ -279,6 +279,32 @@ def test_llp_baselines_fine_tune_a_simclr_encoder(pretrained_dir, tmp_path):
 
 
 @requires_raw_data
+@pytest.mark.parametrize("warm_start", [False, True])
+def test_llp_bp_networks_start_from_the_simclr_encoder(pretrained_dir, tmp_path, warm_start):
+  # With a vanishing learning rate the trained networks still hold their start.
+  graph = "" if warm_start else ",graph_representation=pretrained"
+  config = llp.get_config(f"dataset=mnist,method=llp_bp,bag_size=64,num_steps=4,rounds=1,"
+                          f"learning_rate=1e-12,weight_decay=0,finetune_encoder=True,"
+                          f"warm_start={warm_start},init_from={pretrained_dir}{graph}")
+  config.batch_size, config.validation_fraction = 128, 0.05
+  config.num_labels, config.num_validation = 1000, 0
+  config.log_every = config.eval_every = config.checkpoint_every = 4
+  results = train_and_evaluate(config, str(tmp_path))
+  assert results["step"] == 4 and "validation_bag_loss" in results["monitor"]
+  encoder = pretrained_lib.load(pretrained_dir).params
+  stages = {"round_0": lambda params: params["instance_model"]}
+  if warm_start:
+    stages["dllp"] = lambda params: params
+  for stage, network in stages.items():
+    params = network(pretrained_lib.restore_on_host(str(tmp_path / stage / "checkpoints"),
+                                                    4)["params"])
+    assert set(params) == {"encoder", "head_0", "head_norm_0", "Dense_0"}, stage
+    for name in ("encoder", "head_0", "head_norm_0"):
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+                   params[name], encoder[name])
+
+
+@requires_raw_data
 def test_init_from_errors_name_the_problem(pretrained_dir, tmp_path):
   config = ssl.get_config(f"dataset=mnist,num_steps=10,init_from={tmp_path / 'missing'}")
   with pytest.raises(FileNotFoundError, match="is not a directory"):

@@ -60,12 +60,28 @@ counts); on llp_bp_bank at bag 512 it lifts DLLP's test AUC from 0.355 to 0.584
 from experiments.configs import common
 
 
+def parse_hidden(hidden) -> tuple[int, ...]:
+  """The MLP's hidden widths from `hidden`: "linear" (none), 100, "256x128"."""
+  text = str(hidden)
+  if text == "linear":
+    return ()
+  try:
+    widths = tuple(int(w) for w in text.split("x"))
+  except ValueError:
+    widths = ()
+  if not widths or min(widths) < 1:
+    raise ValueError(f"hidden={hidden!r}: give 'linear' or positive widths joined by 'x' "
+                     "(e.g. 100 or 256x128).")
+  return widths
+
+
 def get_config(arg=None):
   args = common.parse_arg(arg, dataset="adult", method="dllp", bag_size=128,
                           bagging="random", seed=0, num_steps=2000, model="",
                           bag_factor="cardinality", prior_bias=False, rounds=2,
                           graph_representation="inputs", init_from="", warm_start=False,
-                          learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1)
+                          learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1,
+                          hidden="", dropout=0.0, finetune_encoder=False)
   if args.warm_start and args.method != "llp_bp":
     raise ValueError(f"warm_start is an option of method=llp_bp, not {args.method}.")
   config = common.base_config()
@@ -81,6 +97,15 @@ def get_config(arg=None):
   config.model = args.model or ("mlp" if tabular else "small_cnn")
   if config.model == "small_cnn":
     config.model_kwargs = dict(widths=(16, 32, 64), embedding_dim=128)  # CPU-sized
+  if args.method == "llp_bp" and config.model == "mlp":
+    config.model_kwargs = dict(hidden_sizes=(256, 128))
+  if args.hidden != "" or args.dropout:  # the MLP's capacity, a tuning axis
+    if config.model != "mlp":
+      raise ValueError(f"hidden and dropout set the MLP's layers; model is {config.model}.")
+    kwargs = dict(config.model_kwargs.items(), dropout_rate=float(args.dropout))
+    if args.hidden != "":
+      kwargs["hidden_sizes"] = parse_hidden(args.hidden)
+    config.model_kwargs = kwargs
   # A SimCLR pretraining workdir: LLP-BP's round-0 graph with
   # graph_representation=pretrained (the other methods reject it).
   config.init_from = args.init_from or None
@@ -126,6 +151,9 @@ def get_config(arg=None):
     config.pseudo_threshold = 0.5
     config.bag_loss_weight = 0.1
     config.graph_representation = args.graph_representation  # round 0's kNN graph
+    # Every round's network starts from the init_from encoder (and its first
+    # head layer, as the baselines' init_from fine-tuning) instead of scratch.
+    config.finetune_encoder = args.finetune_encoder
     # Round 0 on a DLLP network (prior bias on, trained in workdir/dllp): its
     # embedding builds the kNN graph, its logits are BP's prior field; with
     # warm_start_candidate it also competes in the validation-bag selection
@@ -133,8 +161,6 @@ def get_config(arg=None):
     config.warm_start = args.warm_start
     config.warm_start_lambda_sim = 0.1  # round 0's λ_s on the DLLP embedding
     config.warm_start_candidate = True
-    if config.model == "mlp":
-      config.model_kwargs = dict(hidden_sizes=(256, 128))
     config.bag_hidden = 64  # the bag head's hidden layer
   config.log_every = 200
   config.eval_every = config.num_steps

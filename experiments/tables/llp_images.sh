@@ -5,7 +5,8 @@
 # tuning). LLP-BP runs one round on the kNN graph of the pixels, or of the
 # SimCLR encoder pretrained without labels (results/simclr_pretrain.md; its
 # runs come first and are shared by every seed and bag size); the "init_from"
-# baselines fine-tune that encoder instead of training from scratch.
+# baselines fine-tune that encoder instead of training from scratch, and so
+# does LLP-BP's network in the llp_bp_finetuned row.
 # Every run is cached under $RUNS, so rerunning only fills in missing cells.
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp_images.sh
 set -euo pipefail
@@ -14,7 +15,7 @@ PARALLEL=${PARALLEL:-2}
 DATASETS=${DATASETS:-fashion_mnist}  # also: mnist
 # The committed tables' rows; llp_bp (the pixels' graph), ot, easyllp and
 # bag_fixmatch (and their *_pretrained forms) are further rows.
-ROWS=${ROWS:-dllp llp_bp_pretrained dllp_pretrained}
+ROWS=${ROWS:-dllp llp_bp_pretrained dllp_pretrained llp_bp_finetuned}
 python -m experiments.sweep --config=experiments/configs/simclr.py \
     --workdir="$RUNS/simclr" --parallel="$PARALLEL" --seeds=0 \
     --rows=dataset=mnist,dataset=fashion_mnist --scale=100 \
@@ -26,6 +27,8 @@ for dataset in $DATASETS; do
     case $row in
       llp_bp) rows+=("method=llp_bp+rounds=1") ;;
       llp_bp_pretrained) rows+=("method=llp_bp+rounds=1+graph_representation=pretrained+init_from=$encoder") ;;
+      # ... and its network fine-tunes the encoder, as the *_pretrained baselines.
+      llp_bp_finetuned) rows+=("method=llp_bp+rounds=1+graph_representation=pretrained+finetune_encoder=True+init_from=$encoder") ;;
       *_pretrained) rows+=("method=${row%_pretrained}+init_from=$encoder") ;;
       *) rows+=("method=$row") ;;
     esac

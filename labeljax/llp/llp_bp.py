@@ -18,7 +18,8 @@ k_{b,c}. Each of R rounds:
 3. turn them into pseudo-label distributions ỹ_i (soft, or hard at a
    threshold: `pseudo_label_targets`);
 4. train a fresh network f = `config.model` (any `models` network: the MLP
-   for tabular data, the small CNN for images) on bag batches with the
+   for tabular data, the small CNN for images; or the pretrained encoder,
+   below) on bag batches with the
    aggregate-embedding loss
 
        L = mean_i H(ỹ_i, f(x_i)) + λ · mean_b H(α_b, g(mean_{i∈b} h(x_i))),
@@ -32,13 +33,15 @@ model on held-out *validation bags* (their label proportions). Instance-level
 metrics (of the BP marginals and of the validation predictions) are logged as
 `oracle_*` for analysis and never select.
 
-`init_from` only feeds round 0's graph: every round's network trains from
-scratch (with `graph_representation="inputs"` it is an error, so a pretrained
-encoder is never silently unused).
+`init_from`, a SimCLR pretraining workdir, can feed round 0's graph
+(`graph_representation="pretrained"`) and every round's network
+(`finetune_encoder`: f starts from the encoder and its first head layer, as
+the LLP baselines' `init_from` fine-tuning, instead of from scratch); a
+pretrained encoder that neither uses is an error, never silently ignored.
 
 Warm start (`config.warm_start`). Before round 0 a network f⁰ = `config.model`
 trains with DLLP on the same bag loader (`training.dllp`, its output bias at
-the log label prior), in the workdir's `dllp/` so it checkpoints and resumes
+the log label prior; with `finetune_encoder`, the encoder fine-tuned), in the workdir's `dllp/` so it checkpoints and resumes
 like the rounds. Round 0 then builds its kNN graph on f⁰'s penultimate
 embedding instead of the inputs, and BP gets f⁰'s logits as the prior field of
 the Gibbs model: for C = 2 the unary term Σ_i f_i y_i with f_i = f⁰(x_i)_1 −
@@ -140,10 +143,11 @@ def aggregate_embedding_loss(model: BagHeadModel, pseudo_targets: jax.Array,
 
 
 def check_graph_options(config: ml_collections.ConfigDict) -> str:
-  """Checks `graph_representation` against `init_from` and `warm_start` (before
-  data loads); returns it."""
+  """Checks `graph_representation` and `finetune_encoder` against `init_from`
+  and `warm_start` (before data loads); returns the representation."""
   representation = config.get("graph_representation", "inputs")
   init_from = config.get("init_from")
+  finetune = config.get("finetune_encoder", False)
   if representation not in GRAPH_REPRESENTATIONS:
     raise ValueError(f"Unknown graph_representation {representation!r}; choose one of "
                      f"{GRAPH_REPRESENTATIONS}.")
@@ -155,11 +159,13 @@ def check_graph_options(config: ml_collections.ConfigDict) -> str:
     raise ValueError("graph_representation='pretrained' builds round 0's kNN graph on a "
                      "pretrained encoder's embedding: set init_from to the workdir of a "
                      "SimCLR pretraining run (experiments/configs/simclr.py).")
-  if representation == "inputs" and init_from:
-    raise ValueError(f"init_from={init_from!r} with graph_representation='inputs': LLP-BP "
-                     "uses a pretrained encoder only for round 0's kNN graph (its networks "
-                     "train from scratch); set graph_representation='pretrained' or drop "
-                     "init_from.")
+  if finetune and not init_from:
+    raise ValueError("finetune_encoder starts every round's network from a pretrained "
+                     "encoder: set init_from to the workdir of a SimCLR pretraining run.")
+  if representation == "inputs" and init_from and not finetune:
+    raise ValueError(f"init_from={init_from!r} is unused: LLP-BP uses a pretrained encoder "
+                     "for round 0's kNN graph (graph_representation='pretrained') or for "
+                     "its networks (finetune_encoder=True); set one or drop init_from.")
   return representation
 
 
@@ -251,27 +257,32 @@ class WarmStart(NamedTuple):
 
 
 def warm_start_network(config: ml_collections.ConfigDict, data: trainer.Data, mesh,
-                       workdir: str) -> WarmStart | None:
-  """The warm start's DLLP network: `training.dllp` on the same bags, its output
-  bias at the log label prior, trained (or resumed) in `workdir`/dllp.
+                       workdir: str,
+                       pretrained: pretrained_lib.Pretrained | None) -> WarmStart | None:
+  """The warm start's DLLP network: `training.dllp` on the same bags, trained
+  (or resumed) in `workdir`/dllp, from scratch with its output bias at the log
+  label prior, or fine-tuning `pretrained`'s encoder when given.
 
   Returns None when a preemption stopped the training after saving.
   """
   stage_config = config.copy_and_resolve_references()
-  stage_config.prior_output_bias = True
+  stage_config.prior_output_bias = pretrained is None
   setup = llp_training.dllp(stage_config, data, mesh)
-  state = trainer.fit(stage_config, os.path.join(workdir, "dllp"), setup, setup.model,
-                      data.dataset.info, mesh)
+  model = setup.model or pretrained.finetune_model(data.dataset.info.num_classes)
+  state = trainer.fit(stage_config, os.path.join(workdir, "dllp"), setup, model,
+                      data.dataset.info, mesh, pretrained=pretrained)
   if state is None:
     return None
-  return WarmStart(state, evaluate_lib.make_predict_fn(setup.model))
+  return WarmStart(state, evaluate_lib.make_predict_fn(model))
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Runs the R rounds; returns test metrics of the round chosen on validation bags."""
   # Checked before the data loads: a wrong option or path fails at once.
+  representation_name = check_graph_options(config)
   pretrained = (pretrained_lib.load(config.init_from, dataset=config.dataset)
-                if check_graph_options(config) == "pretrained" else None)
+                if config.get("init_from") else None)
+  finetune = bool(config.get("finetune_encoder", False))
   warm_start = bool(config.get("warm_start", False))
   data = trainer.load_data(config)
   info = data.dataset.info
@@ -289,8 +300,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   validation_monitor = llp_training.validation_bag_monitor(config, data, len(pool_examples),
                                                            mesh)
   writer = MetricWriter(workdir)
-  model = BagHeadModel(llp_training.build_model(config, info, llp_training.label_prior(bags)),
-                       config.bag_hidden)
+  if finetune:  # The pretrained encoder with its first head layer, a new classifier.
+    pretrained_lib.warn_if_model_differs(pretrained, config.model,
+                                         config.get("model_kwargs", {}))
+    instance_model = pretrained.finetune_model(info.num_classes)
+  else:
+    instance_model = llp_training.build_model(config, info, llp_training.label_prior(bags))
+  model = BagHeadModel(instance_model, config.bag_hidden)
+  network_init = pretrained.nested("instance_model") if finetune else None
   predict = evaluate_lib.make_predict_fn(model)
 
   def predictions(state, examples, predict=predict):
@@ -305,7 +322,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   best, prior_logits, steps_offset = None, None, 0
   if warm_start:
     # ---- Round 0 starts where DLLP ends: its embedding and its logits.
-    warm = warm_start_network(config, data, mesh, workdir)
+    warm = warm_start_network(config, data, mesh, workdir, pretrained if finetune else None)
     if warm is None:
       return {"preempted": True}
     prior_logits, representation, _ = predictions(warm.state, pool_examples, warm.predict)
@@ -316,7 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  stage="dllp")
     if config.get("warm_start_candidate", True):
       best = {"round": -1, "monitor": selection, "test": test}
-  elif pretrained is None:
+  elif representation_name == "inputs":
     representation = flat_inputs(pool_examples)
   else:
     representation = pretrained.embed(pool_examples, config.eval_batch_size, mesh)
@@ -344,7 +361,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     setup = trainer.Setup(loader, lambda m, t=targets: aggregate_embedding_loss(
         m, t, config.bag_loss_weight))
     round_dir = os.path.join(workdir, f"round_{round_index}")
-    state = trainer.fit(config, round_dir, setup, model, info, mesh)
+    state = trainer.fit(config, round_dir, setup, model, info, mesh, pretrained=network_init)
     if state is None:
       return {"preempted": True}
 

@@ -44,6 +44,12 @@ class Pretrained(NamedTuple):
     return evaluate_lib.embed(self.pretraining_model(), self.params, self.model_state,
                               examples, batch_size, mesh)
 
+  def nested(self, scope: str) -> "Pretrained":
+    """The same variables under `scope`: for a model that holds the fine-tuning
+    network as its submodule `scope` (e.g. LLP-BP's `BagHeadModel`)."""
+    return self._replace(params={scope: self.params}, model_state={
+        collection: {scope: tree} for collection, tree in self.model_state.items()})
+
   def finetune_model(self, num_classes: int, head_layers: int = 1) -> models.SimCLRNet:
     """The encoder, the first `head_layers` layers of the head, a new classifier."""
     widths = tuple(self.spec["head_widths"])
@@ -149,7 +155,7 @@ def initialize(state, pretrained: Pretrained, sharding):
   copied = [jax.tree_util.keystr(path) for path, _ in
             jax.tree_util.tree_leaves_with_path(params)
             if jax.tree_util.keystr(path) not in fresh]
-  if not any(name.startswith("['encoder']") for name in copied):
+  if not any("['encoder']" in name for name in copied):
     raise ValueError(f"init_from: this model shares no encoder variables with the "
                      f"checkpoint (model: {sorted(state.params)}, checkpoint: "
                      f"{sorted(pretrained.params)}).")
