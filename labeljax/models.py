@@ -162,26 +162,31 @@ class SimCLRNet(nn.Module):
   head, i.e. `head_widths=(pretrained_widths[0],)`; the classifier's input is
   then `embedding`. Layer names (`encoder`, `head_i`, `head_norm_i`) match
   between the two, so pretrained variables transfer by name.
+  With `frozen` (a probe) the encoder and head run in inference mode (their
+  BatchNorm on its running averages) and pass no gradient: only the
+  classifier learns, and the backward pass skips the encoder.
   """
   encoder: nn.Module  # built with num_classes=0
   head_widths: Sequence[int] = (256, 256, 64)
   num_classes: int = 0
+  frozen: bool = False
 
   @nn.compact
   def __call__(self, x, train: bool = False) -> ModelOutput:
-    h = self.encoder(x, train=train).embedding
+    train_trunk = train and not self.frozen
+    h = self.encoder(x, train=train_trunk).embedding
     z = h
     for i, width in enumerate(self.head_widths):
       last = i == len(self.head_widths) - 1 and not self.num_classes
       z = nn.Dense(width, use_bias=False, name=f"head_{i}")(z)
       # As SimCLRv2: the output layer's BatchNorm has no bias (centring is
       # free under the cosine similarity that follows).
-      z = nn.BatchNorm(use_running_average=not train, momentum=0.9, use_bias=not last,
-                       name=f"head_norm_{i}")(z)
+      z = nn.BatchNorm(use_running_average=not train_trunk, momentum=0.9,
+                       use_bias=not last, name=f"head_norm_{i}")(z)
       z = z if last else nn.relu(z)
     if not self.num_classes:
       return ModelOutput(z, h)
-    return classify(z, self.num_classes)
+    return classify(jax.lax.stop_gradient(z) if self.frozen else z, self.num_classes)
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {

@@ -279,6 +279,27 @@ def test_llp_baselines_fine_tune_a_simclr_encoder(pretrained_dir, tmp_path):
 
 
 @requires_raw_data
+def test_a_frozen_encoder_trains_only_the_classifier(pretrained_dir, tmp_path):
+  config = llp.get_config(f"dataset=mnist,method=dllp,bag_size=64,num_steps=10,"
+                          f"init_from={pretrained_dir},freeze_encoder=True")
+  config.batch_size, config.validation_fraction = 128, 0.05
+  config.log_every = config.eval_every = config.checkpoint_every = 10
+  train_and_evaluate(config, str(tmp_path / "probe"))
+  state = pretrained_lib.restore_on_host(str(tmp_path / "probe" / "checkpoints"), 10)
+  pretrained = pretrained_lib.load(pretrained_dir)
+  for name in ("encoder", "head_0", "head_norm_0"):  # weights and BatchNorm statistics
+    jax.tree.map(np.testing.assert_array_equal, state["params"][name],
+                 pretrained.params[name])
+  jax.tree.map(np.testing.assert_array_equal, state["model_state"]["batch_stats"]["encoder"],
+               pretrained.model_state["batch_stats"]["encoder"])
+  assert np.abs(state["params"]["Dense_0"]["kernel"]).sum() > 0
+  config.init_from = None
+  with pytest.raises(ValueError, match="freeze_encoder trains only the classifier on a "
+                                       "pretrained encoder: set init_from"):
+    train_and_evaluate(config, str(tmp_path / "no_encoder"))
+
+
+@requires_raw_data
 @pytest.mark.parametrize("warm_start", [False, True])
 def test_llp_bp_networks_start_from_the_simclr_encoder(pretrained_dir, tmp_path, warm_start):
   # With a vanishing learning rate the trained networks still hold their start.

@@ -84,7 +84,8 @@ def get_config(arg=None):
                           bag_factor="cardinality", prior_bias=False, rounds=2,
                           graph_representation="inputs", init_from="", warm_start=False,
                           learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1,
-                          hidden="", dropout=0.0, finetune_encoder=False)
+                          hidden="", dropout=0.0, finetune_encoder=False,
+                          freeze_encoder=False)
   if args.warm_start and args.method != "llp_bp":
     raise ValueError(f"warm_start is an option of method=llp_bp, not {args.method}.")
   config = common.base_config()
@@ -112,6 +113,9 @@ def get_config(arg=None):
   # A SimCLR pretraining workdir: LLP-BP's round-0 graph with
   # graph_representation=pretrained (the other methods reject it).
   config.init_from = args.init_from or None
+  # With init_from, the baselines train only a new classifier on the frozen
+  # encoder (a probe trained by the method's bag loss) instead of fine-tuning.
+  config.freeze_encoder = args.freeze_encoder
   config.batch_size = 512          # instance slots; at least one bag
   config.num_steps = args.num_steps
   config.optimizer.learning_rate = args.learning_rate

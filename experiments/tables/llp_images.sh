@@ -39,4 +39,7 @@ for dataset in $DATASETS; do
       --rows="$(IFS=,; echo "${rows[*]}")" \
       --columns=bag_size=16,bag_size=64,bag_size=256,bag_size=1024 \
       --seeds=0,1,2 --metric=test.accuracy --scale=100 --output="results/llp_$dataset.md"
+  # The simplest reference on the same bags: linear DLLP (numpy) on the encoder.
+  python -m experiments.llp_reference --dataset="$dataset" --init_from="$encoder" \
+      --bag_sizes=16,64,256,1024 --seeds=0,1,2 --output="results/llp_reference_$dataset.md"
 done

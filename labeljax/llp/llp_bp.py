@@ -19,8 +19,7 @@ k_{b,c}. Each of R rounds:
    threshold: `pseudo_label_targets`);
 4. train a fresh network f = `config.model` (any `models` network: the MLP
    for tabular data, the small CNN for images; or the pretrained encoder,
-   below) on bag batches with the
-   aggregate-embedding loss
+   below) on bag batches with the aggregate-embedding loss
 
        L = mean_i H(ỹ_i, f(x_i)) + λ · mean_b H(α_b, g(mean_{i∈b} h(x_i))),
 
@@ -41,8 +40,8 @@ pretrained encoder that neither uses is an error, never silently ignored.
 
 Warm start (`config.warm_start`). Before round 0 a network f⁰ = `config.model`
 trains with DLLP on the same bag loader (`training.dllp`, its output bias at
-the log label prior; with `finetune_encoder`, the encoder fine-tuned), in the workdir's `dllp/` so it checkpoints and resumes
-like the rounds. Round 0 then builds its kNN graph on f⁰'s penultimate
+the log label prior; with `finetune_encoder`, the encoder fine-tuned), in
+the workdir's `dllp/` so it checkpoints and resumes like the rounds. Round 0 then builds its kNN graph on f⁰'s penultimate
 embedding instead of the inputs, and BP gets f⁰'s logits as the prior field of
 the Gibbs model: for C = 2 the unary term Σ_i f_i y_i with f_i = f⁰(x_i)_1 −
 f⁰(x_i)_0 (its log-odds; `bp.build_llp_graph`'s `prior_log_odds`), for C > 2

@@ -62,6 +62,12 @@ def make_optimizer(config: ml_collections.ConfigDict,
   raise ValueError(f"Unknown optimizer {name!r}; choose one of {OPTIMIZERS}.")
 
 
+def freeze(tx: optax.GradientTransformation, labels) -> optax.GradientTransformation:
+  """`tx` on the parameters labelled "train", no update at all (weight decay
+  included) on those labelled "frozen"; `labels` a pytree or function of params."""
+  return optax.multi_transform({"train": tx, "frozen": optax.set_to_zero()}, labels)
+
+
 def _kernels_only(params):
   """True for weight matrices/kernels, False for biases and norm scales."""
   return jax.tree.map(lambda p: p.ndim > 1, params)

@@ -50,15 +50,17 @@ class Pretrained(NamedTuple):
     return self._replace(params={scope: self.params}, model_state={
         collection: {scope: tree} for collection, tree in self.model_state.items()})
 
-  def finetune_model(self, num_classes: int, head_layers: int = 1) -> models.SimCLRNet:
-    """The encoder, the first `head_layers` layers of the head, a new classifier."""
+  def finetune_model(self, num_classes: int, head_layers: int = 1,
+                     frozen: bool = False) -> models.SimCLRNet:
+    """The encoder, the first `head_layers` layers of the head, a new classifier;
+    with `frozen` only the classifier learns (a probe: `models.SimCLRNet`)."""
     widths = tuple(self.spec["head_widths"])
     if not 0 <= head_layers <= len(widths):
       raise ValueError(f"head_layers must be in [0, {len(widths)}] (the pretrained "
                        f"head has {len(widths)} layers), got {head_layers}.")
     return models.SimCLRNet(
         models.get_model(self.spec["model"], 0, **self.spec["model_kwargs"]),
-        head_widths=widths[:head_layers], num_classes=num_classes)
+        head_widths=widths[:head_layers], num_classes=num_classes, frozen=frozen)
 
 
 def warn_if_model_differs(pretrained: Pretrained, model: str,
@@ -142,6 +144,13 @@ def transfer(target: Any, source: Any, what: str) -> tuple[Any, list[str]]:
     return np.asarray(value, leaf.dtype)
 
   return jax.tree_util.tree_map_with_path(take, target), kept
+
+
+def frozen_labels(params, pretrained: Pretrained):
+  """"frozen" for every top-level module the checkpoint provides (encoder and
+  head layers), "train" for the rest: the labels of `optim.freeze`."""
+  return {name: jax.tree.map(lambda _, n=name: "frozen" if n in pretrained.params else "train",
+                             tree) for name, tree in params.items()}
 
 
 def initialize(state, pretrained: Pretrained, sharding):

@@ -109,6 +109,11 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   # Model, optimizer and train state (replicated over the mesh).
   # --------------------------------------------------------------------------
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
+  if config.get("freeze_encoder"):  # A probe: only the new classifier learns.
+    if pretrained is None:
+      raise ValueError("freeze_encoder trains only the classifier on a pretrained encoder: "
+                       "set init_from to a SimCLR pretraining workdir.")
+    tx = optim.freeze(tx, lambda params: pretrained_lib.frozen_labels(params, pretrained))
   init_rng, train_rng = jax.random.split(jax.random.key(config.seed))
   sample = np.zeros((1, *info.input_shape), np.float32)
   state = jax.jit(
@@ -228,7 +233,8 @@ def train_single_stage(config: ml_collections.ConfigDict, workdir: str,
     # The pretrained encoder with its first head layer and a new classifier.
     pretrained_lib.warn_if_model_differs(pretrained, config.model,
                                          config.get("model_kwargs", {}))
-    model = pretrained.finetune_model(info.num_classes)
+    model = pretrained.finetune_model(info.num_classes,
+                                      frozen=bool(config.get("freeze_encoder")))
   else:
     if info.kind != "image" and config.model in models.IMAGE_MODELS:
       raise ValueError(f"{config.model} takes images; {info.name} is {info.kind} "
