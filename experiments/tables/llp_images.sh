@@ -6,7 +6,8 @@
 # SimCLR encoder pretrained without labels (results/simclr_pretrain.md; its
 # runs come first and are shared by every seed and bag size); the "init_from"
 # baselines fine-tune that encoder instead of training from scratch, and so
-# does LLP-BP's network in the llp_bp_finetuned row.
+# does LLP-BP's network in the llp_bp_finetuned row; the "frozen" rows train
+# only a classifier on it.
 # Every run is cached under $RUNS, so rerunning only fills in missing cells.
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp_images.sh
 set -euo pipefail
@@ -15,7 +16,7 @@ PARALLEL=${PARALLEL:-2}
 DATASETS=${DATASETS:-fashion_mnist}  # also: mnist
 # The committed tables' rows; llp_bp (the pixels' graph), ot, easyllp and
 # bag_fixmatch (and their *_pretrained forms) are further rows.
-ROWS=${ROWS:-dllp llp_bp_pretrained dllp_pretrained llp_bp_finetuned}
+ROWS=${ROWS:-dllp llp_bp_pretrained dllp_pretrained dllp_frozen llp_bp_finetuned}
 python -m experiments.sweep --config=experiments/configs/simclr.py \
     --workdir="$RUNS/simclr" --parallel="$PARALLEL" --seeds=0 \
     --rows=dataset=mnist,dataset=fashion_mnist --scale=100 \
@@ -30,6 +31,8 @@ for dataset in $DATASETS; do
       # ... and its network fine-tunes the encoder, as the *_pretrained baselines.
       llp_bp_finetuned) rows+=("method=llp_bp+rounds=1+graph_representation=pretrained+finetune_encoder=True+init_from=$encoder") ;;
       *_pretrained) rows+=("method=${row%_pretrained}+init_from=$encoder") ;;
+      # Only a new classifier learns, on the frozen encoder (a probe).
+      *_frozen) rows+=("method=${row%_frozen}+init_from=$encoder+freeze_encoder=True") ;;
       *) rows+=("method=$row") ;;
     esac
   done
