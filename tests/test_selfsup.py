@@ -300,7 +300,7 @@ def test_a_frozen_encoder_trains_only_the_classifier(pretrained_dir, tmp_path):
 
 
 @requires_raw_data
-@pytest.mark.parametrize("warm_start", [False, True])
+@pytest.mark.parametrize("warm_start", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_llp_bp_networks_start_from_the_simclr_encoder(pretrained_dir, tmp_path, warm_start):
   # With a vanishing learning rate the trained networks still hold their start.
   graph = "" if warm_start else ",graph_representation=pretrained"
