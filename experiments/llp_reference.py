@@ -107,7 +107,8 @@ def features(config, data, pool, init_from: str | None):
       featurize = llp_bp.flat_inputs
     _FEATURES[key] = {name: featurize(examples) for name, examples in splits.items()}
   split = _FEATURES[key]
-  validation = split.get("validation", split["train"][data.split.validation])
+  validation = (split["validation"] if "validation" in split
+                else split["train"][data.split.validation])
   return split["train"][pool], validation, split["test"]
 
 
@@ -136,13 +137,13 @@ def reference_run(dataset: str, bag_size: int, seed: int, l2_grid: list[float],
 def main(argv):
   del argv
   l2_grid = [float(v) for v in _L2.value]
-  metric = "auc" if _DATASET.value in ("adult", "bank_marketing", "llp_bp_bank") else "accuracy"
-  scale = 1.0 if metric == "auc" else 100.0
   header = ["method", *(f"bag {size}" for size in _BAG_SIZES.value)]
   means, chosen = [], []
   for size in _BAG_SIZES.value:
     runs = [reference_run(_DATASET.value, int(size), int(seed), l2_grid, _INIT_FROM.value)
             for seed in _SEEDS.value]
+    # As the tables: AUC (of 1) for binary labels, accuracy in % otherwise.
+    metric, scale = ("auc", 1.0) if "auc" in runs[0] else ("accuracy", 100.0)
     values = scale * np.array([run[metric] for run in runs])
     means.append(f"{values.mean():.{1 if scale > 1 else 3}f} ± "
                  f"{values.std():.{1 if scale > 1 else 3}f}")

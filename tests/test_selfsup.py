@@ -283,20 +283,53 @@ def test_a_frozen_encoder_trains_only_the_classifier(pretrained_dir, tmp_path):
   config = llp.get_config(f"dataset=mnist,method=dllp,bag_size=64,num_steps=10,"
                           f"init_from={pretrained_dir},freeze_encoder=True")
   config.batch_size, config.validation_fraction = 128, 0.05
-  config.log_every = config.eval_every = config.checkpoint_every = 10
+  config.log_every = config.eval_every = 10
+  config.checkpoint_every = 5
   train_and_evaluate(config, str(tmp_path / "probe"))
-  state = pretrained_lib.restore_on_host(str(tmp_path / "probe" / "checkpoints"), 10)
+  checkpoints = str(tmp_path / "probe" / "checkpoints")
+  middle, state = (pretrained_lib.restore_on_host(checkpoints, step) for step in (5, 10))
   pretrained = pretrained_lib.load(pretrained_dir)
   for name in ("encoder", "head_0", "head_norm_0"):  # weights and BatchNorm statistics
     jax.tree.map(np.testing.assert_array_equal, state["params"][name],
                  pretrained.params[name])
-  jax.tree.map(np.testing.assert_array_equal, state["model_state"]["batch_stats"]["encoder"],
-               pretrained.model_state["batch_stats"]["encoder"])
-  assert np.abs(state["params"]["Dense_0"]["kernel"]).sum() > 0
+    if name in pretrained.model_state["batch_stats"]:
+      jax.tree.map(np.testing.assert_array_equal, state["model_state"]["batch_stats"][name],
+                   pretrained.model_state["batch_stats"][name])
+  # The classifier learns between the checkpoints.
+  assert np.abs(state["params"]["Dense_0"]["kernel"]
+                - middle["params"]["Dense_0"]["kernel"]).max() > 0
   config.init_from = None
   with pytest.raises(ValueError, match="freeze_encoder trains only the classifier on a "
                                        "pretrained encoder: set init_from"):
     train_and_evaluate(config, str(tmp_path / "no_encoder"))
+
+
+def test_llp_config_rejects_encoder_options_it_would_ignore():
+  for args, match in [
+      ("method=dllp,finetune_encoder=True", "finetune_encoder is an option of method=llp_bp"),
+      ("method=dllp,freeze_encoder=True", "freeze_encoder trains only a new classifier"),
+      ("method=llp_bp,init_from=/x,freeze_encoder=True", "freeze_encoder trains only a new"),
+      ("method=dllp,init_from=/x,hidden=100", "with init_from the network is the pretrained"),
+  ]:
+    with pytest.raises(ValueError, match=match):
+      llp.get_config(args)
+
+
+@requires_raw_data
+def test_nested_pretrained_variables_fill_a_submodule(pretrained_dir):
+  from labeljax.llp.llp_bp import BagHeadModel
+  from labeljax.train.state import create_train_state
+  pretrained = pretrained_lib.load(pretrained_dir)
+  model = BagHeadModel(pretrained.finetune_model(10))
+  state = create_train_state(model, optax.sgd(0.1), jnp.zeros((1, 28, 28, 1)),
+                             jax.random.key(0))
+  state = pretrained_lib.initialize(state, pretrained.nested("instance_model"),
+                                    parallel.replicated(parallel.make_mesh()))
+  for tree, source in [(state.params, pretrained.params),
+                       (state.model_state["batch_stats"], pretrained.model_state["batch_stats"])]:
+    for name in ("encoder", "head_norm_0"):
+      jax.tree.map(np.testing.assert_array_equal, tree["instance_model"][name], source[name])
+  assert "bag_output" in state.params and "Dense_0" in state.params["instance_model"]
 
 
 @requires_raw_data

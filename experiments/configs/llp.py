@@ -86,8 +86,17 @@ def get_config(arg=None):
                           learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1,
                           hidden="", dropout=0.0, finetune_encoder=False,
                           freeze_encoder=False)
-  if args.warm_start and args.method != "llp_bp":
-    raise ValueError(f"warm_start is an option of method=llp_bp, not {args.method}.")
+  for option in ("warm_start", "finetune_encoder"):
+    if args[option] and args.method != "llp_bp":
+      raise ValueError(f"{option} is an option of method=llp_bp, not {args.method}.")
+  if args.freeze_encoder and (args.method == "llp_bp" or not args.init_from):
+    raise ValueError("freeze_encoder trains only a new classifier on the init_from encoder; "
+                     "it is an option of the baselines (dllp, easyllp, ot, bag_fixmatch) "
+                     "with init_from set.")
+  if (args.hidden != "" or args.dropout) and args.init_from and (
+      args.method != "llp_bp" or args.finetune_encoder):
+    raise ValueError("hidden and dropout set the MLP's layers; with init_from the network "
+                     "is the pretrained encoder.")
   config = common.base_config()
   config.method = args.method
   config.dataset = args.dataset
@@ -110,8 +119,9 @@ def get_config(arg=None):
     if args.hidden != "":
       kwargs["hidden_sizes"] = parse_hidden(args.hidden)
     config.model_kwargs = kwargs
-  # A SimCLR pretraining workdir: LLP-BP's round-0 graph with
-  # graph_representation=pretrained (the other methods reject it).
+  # A SimCLR pretraining workdir: the baselines fine-tune its encoder; LLP-BP
+  # builds round 0's graph on it (graph_representation=pretrained) and/or
+  # starts its networks from it (finetune_encoder).
   config.init_from = args.init_from or None
   # With init_from, the baselines train only a new classifier on the frozen
   # encoder (a probe trained by the method's bag loss) instead of fine-tuning.

@@ -161,6 +161,13 @@ def check_graph_options(config: ml_collections.ConfigDict) -> str:
   if finetune and not init_from:
     raise ValueError("finetune_encoder starts every round's network from a pretrained "
                      "encoder: set init_from to the workdir of a SimCLR pretraining run.")
+  if finetune and config.get("prior_output_bias"):
+    raise ValueError("prior_output_bias sets the output bias of a network built from "
+                     "scratch; with finetune_encoder the networks are the pretrained "
+                     "encoder and a new classifier: drop one of them.")
+  if config.get("freeze_encoder"):
+    raise ValueError("freeze_encoder is an option of the LLP baselines; LLP-BP fine-tunes "
+                     "the encoder (finetune_encoder) or trains from scratch.")
   if representation == "inputs" and init_from and not finetune:
     raise ValueError(f"init_from={init_from!r} is unused: LLP-BP uses a pretrained encoder "
                      "for round 0's kNN graph (graph_representation='pretrained') or for "

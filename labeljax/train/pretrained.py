@@ -45,8 +45,9 @@ class Pretrained(NamedTuple):
                               examples, batch_size, mesh)
 
   def nested(self, scope: str) -> "Pretrained":
-    """The same variables under `scope`: for a model that holds the fine-tuning
-    network as its submodule `scope` (e.g. LLP-BP's `BagHeadModel`)."""
+    """The same variables under `scope`, for `initialize` (and `trainer.fit`) of
+    a model that holds the fine-tuning network as its submodule `scope` (e.g.
+    LLP-BP's `BagHeadModel`); its `embed` needs the unnested original."""
     return self._replace(params={scope: self.params}, model_state={
         collection: {scope: tree} for collection, tree in self.model_state.items()})
 
