@@ -9,7 +9,8 @@
 # and logits; the DLLP network also competes); then, untuned, the floor the bag
 # counts alone give, the linear DLLP reference (numpy + L-BFGS, its L2 chosen
 # on the same validation bags) and the supervised ceiling.
-# Every run is cached under $RUNS, so rerunning only fills in missing cells.
+# Every run is cached under $RUNS, so rerunning only fills in missing cells;
+# SKIP (row@column,...) leaves cells out, shown as "—".
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp.sh
 set -euo pipefail
 RUNS=${RUNS:-/tmp/labeljax/tables}
@@ -23,7 +24,7 @@ for dataset in $DATASETS; do
   python -m experiments.sweep --config=experiments/configs/llp.py \
       --workdir="$RUNS/llp_tuned_$dataset" --parallel="$PARALLEL" \
       --common="dataset=$dataset,num_steps=1000" --rows="$ROWS" --columns="$COLUMNS" \
-      --tune="$TUNE" --select=monitor.validation_bag_loss \
+      --tune="$TUNE" --select=monitor.validation_bag_loss --skip="${SKIP:-}" \
       --seeds=0,1,2 --metric=test.auc --output="$parts/selected.md"
   python -m experiments.sweep --config=experiments/configs/llp.py \
       --workdir="$RUNS/llp_floor_$dataset" --parallel="$PARALLEL" \
@@ -36,6 +37,8 @@ for dataset in $DATASETS; do
       --common=num_steps=1000 --seeds=0,1,2 --metric=test.auc --output="$parts/ceiling.md"
   {
     echo "# LLP on $dataset: instance test AUC, random bags"; echo
+    echo "All sections: \`DATASETS=$dataset SKIP=${SKIP:-} bash experiments/tables/llp.sh\`"
+    echo "(runs cached under \$RUNS; each section's own command is below it)."; echo
     echo "## Every method selected on validation bags (grid: $TUNE)"; echo
     cat "$parts/selected.md"; echo
     echo "## Floor: each test row scored by the label prior (what random bags' counts give)"; echo
