@@ -61,8 +61,7 @@ def main(argv):
   def fit(tx, steps, l2=0.0):
     weights = jnp.zeros((x.shape[1] + 1, bags.label_counts.shape[1]))
 
-    @jax.jit
-    def step(carry, _):
+    def step(carry, _):  # scanned: one compilation per fit
       weights, state = carry
       grads = jax.grad(bag_loss)(weights, l2)
       updates, state = tx.update(grads, state, weights)

@@ -41,8 +41,9 @@ pretrained encoder that neither uses is an error, never silently ignored.
 Warm start (`config.warm_start`). Before round 0 a network f⁰ = `config.model`
 trains with DLLP on the same bag loader (`training.dllp`, its output bias at
 the log label prior; with `finetune_encoder`, the encoder fine-tuned), in
-the workdir's `dllp/` so it checkpoints and resumes like the rounds. Round 0 then builds its kNN graph on f⁰'s penultimate
-embedding instead of the inputs, and BP gets f⁰'s logits as the prior field of
+the workdir's `dllp/` so it checkpoints and resumes like the rounds. Round 0
+then builds its kNN graph on f⁰'s penultimate embedding instead of the
+inputs, and BP gets f⁰'s logits as the prior field of
 the Gibbs model: for C = 2 the unary term Σ_i f_i y_i with f_i = f⁰(x_i)_1 −
 f⁰(x_i)_0 (its log-odds; `bp.build_llp_graph`'s `prior_log_odds`), for C > 2
 Σ_i f⁰(x_i)_{y_i} (`multiclass_bp`'s `prior_logits`). The bag-count factors
