@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -15,9 +16,9 @@ from experiments.configs import common, supervised
 from labeljax import data as data_lib
 from labeljax import methods, models, parallel
 from labeljax.data import Examples, Stream, TrainLoader
-from labeljax.train import evaluate, trainer
+from labeljax.train import evaluate, optim, trainer
 from labeljax.train.state import create_train_state
-from labeljax.train.step import LossAux, make_train_step, supervised_loss
+from labeljax.train.step import LossAux, apply_model, make_train_step, supervised_loss
 
 
 def _images(n, seed=0):
@@ -258,3 +259,38 @@ def test_global_batches_do_not_depend_on_the_process_count(num_shards, monkeypat
     for key in ("index", "labels", "inputs"):
       np.testing.assert_array_equal(
           np.concatenate([h[name][key] for h in halves]), single[name][key])
+
+
+def test_lbfgs_step_with_l2_penalty_reaches_the_ridge_solution():
+  """L-BFGS through `make_train_step(line_search=True)` on a linear model and a
+  least-squares loss lands on the closed-form ridge solution (kernel penalised,
+  bias not)."""
+  rng = np.random.default_rng(0)
+  x = rng.normal(size=(256, 6)).astype(np.float32) + 1.0
+  y = (x @ rng.normal(size=(6, 2)) + 0.5 + rng.normal(size=(256, 2))).astype(np.float32)
+  weight_decay = 0.3
+  model = models.get_model("mlp", 2, hidden_sizes=())
+
+  def squared_error(params, state, batch, rng):
+    out, model_state = apply_model(model, params, state.model_state, batch["x"],
+                                   train=True, rng=rng)
+    loss = 0.5 * ((out.logits - batch["y"]) ** 2).sum(-1).mean()
+    return loss, LossAux(model_state, state.algo_state, {})
+
+  config = ml_collections.ConfigDict(dict(name="lbfgs", learning_rate=1.0,
+                                          weight_decay=weight_decay))
+  assert optim.uses_line_search(config)
+  tx = optim.make_optimizer(config, num_steps=50)
+  state = create_train_state(model, tx, x[:1], jax.random.key(0))
+  step = jax.jit(make_train_step(optim.with_l2_penalty(squared_error, weight_decay), tx,
+                                 line_search=True))
+  for _ in range(50):
+    state, metrics = step(state, {"x": x, "y": y}, jax.random.key(1))
+  centred_x, centred_y = x - x.mean(0), y - y.mean(0)
+  kernel = np.linalg.solve(centred_x.T @ centred_x / len(x) + weight_decay * np.eye(6),
+                           centred_x.T @ centred_y / len(x))
+  bias = y.mean(0) - x.mean(0) @ kernel
+  (layer,) = state.params.values()
+  np.testing.assert_allclose(layer["kernel"], kernel, atol=1e-4)
+  np.testing.assert_allclose(layer["bias"], bias, atol=1e-4)
+  assert float(metrics["l2_penalty"]) > 0

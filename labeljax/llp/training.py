@@ -150,8 +150,12 @@ def validation_bag_monitor(config, data: Data, pool_size: int, mesh):
 
 
 def bag_loader(config, data: Data, mesh) -> tuple[BagLoader, bags_lib.Bags]:
+  """Batches of whole bags over the training pool: `batch_size` instance slots
+  (at least the largest bag), or every bag in every batch with
+  `config.full_batch` (the deterministic objective L-BFGS needs)."""
   pool, bags = make_bags(config, data)
-  slots = max(config.batch_size, int(bags.sizes.max()))
+  slots = int(bags.sizes.sum()) if config.get("full_batch") else config.batch_size
+  slots = max(slots, int(bags.sizes.max()))
   slots = -(-slots // mesh.size) * mesh.size
   loader = BagLoader(data.dataset.train.take(pool), bags, mesh, batch_size=slots,
                      seed=config.seed)

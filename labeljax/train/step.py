@@ -80,7 +80,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
-                    ema_decay: float = 0.0):
+                    ema_decay: float = 0.0, line_search: bool = False):
   """Builds the pure `train_step(state, batch, rng) -> (state, metrics)`.
 
   `rng` is the run's base key; the step folds in `state.step`, so each step
@@ -90,6 +90,9 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
   initial weights.
   If the loss or any gradient is NaN/inf the update is skipped (the state
   only counts the step) and `metrics["nonfinite"]` is 1; the trainer stops.
+  With `line_search` (L-BFGS, `optim.uses_line_search`) `tx` also gets the
+  loss value and the loss as a function of the parameters (this step's batch
+  and rng fixed), which its line search evaluates.
   """
   if not 0.0 <= ema_decay < 1.0:
     raise ValueError(f"ema_decay must be in [0, 1), got {ema_decay}.")
@@ -98,7 +101,12 @@ def make_train_step(loss_fn: LossFn, tx: optax.GradientTransformation,
     rng = jax.random.fold_in(rng, state.step)
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
     (loss, aux), grads = grad_fn(state.params, state, batch, rng)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    if line_search:
+      objective = lambda params: loss_fn(params, state, batch, rng)[0]
+      updates, opt_state = tx.update(grads, state.opt_state, state.params, value=loss,
+                                     grad=grads, value_fn=objective)
+    else:
+      updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # Warm-up: the average starts over the first steps instead of at the init.
     decay = jnp.minimum(ema_decay, (1.0 + state.step) / (10.0 + state.step))

@@ -110,6 +110,9 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   # --------------------------------------------------------------------------
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
   if config.get("freeze_encoder"):  # A probe: only the new classifier learns.
+    if optim.uses_line_search(config.optimizer):
+      raise ValueError("freeze_encoder with optimizer lbfgs is not supported (its line "
+                       "search and L2 term would also move the frozen encoder); use adam.")
     if pretrained is None:
       raise ValueError("freeze_encoder trains only the classifier on a pretrained encoder: "
                        "set init_from to a SimCLR pretraining workdir.")
@@ -134,8 +137,12 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   # --------------------------------------------------------------------------
   # The pure train step, jitted once; state buffers are donated.
   # --------------------------------------------------------------------------
+  loss_fn = setup.loss_fn(model)
+  line_search = optim.uses_line_search(config.optimizer)
+  if line_search:  # L-BFGS: weight decay as a term of the objective it searches
+    loss_fn = optim.with_l2_penalty(loss_fn, config.optimizer.get("weight_decay", 0.0))
   train_step = jax.jit(
-      make_train_step(setup.loss_fn(model), tx, config.ema_decay),
+      make_train_step(loss_fn, tx, config.ema_decay, line_search),
       donate_argnums=0,
       out_shardings=(parallel.replicated(mesh), parallel.replicated(mesh)))
   predict = evaluate_lib.make_predict_fn(model)
