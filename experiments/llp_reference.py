@@ -38,7 +38,11 @@ from labeljax.train import pretrained as pretrained_lib
 from labeljax.train import trainer
 
 _DATASET = flags.DEFINE_string("dataset", "adult", "Data set.")
-_BAG_SIZES = flags.DEFINE_list("bag_sizes", ["8", "32", "128", "512", "2048"], "Bag sizes.")
+_BAG_SIZES = flags.DEFINE_list("bag_sizes", ["8", "32", "128", "512", "2048"],
+                               "Random bags: the bag sizes (the table's columns).")
+_BAG_COLUMNS = flags.DEFINE_list("bag_columns", [],
+                                 "Feature bags instead: groupings (llp.py's bag_columns, "
+                                 "e.g. education.marital-status), the table's columns.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (bags and split).")
 _L2 = flags.DEFINE_list("l2", ["1e-4", "1e-3", "1e-2"],
                         "λ grid, selected per seed on the validation bags.")
@@ -112,10 +116,12 @@ def features(config, data, pool, init_from: str | None):
   return split["train"][pool], validation, split["test"]
 
 
-def reference_run(dataset: str, bag_size: int, seed: int, l2_grid: list[float],
+def reference_run(bags_arg: str, seed: int, l2_grid: list[float],
                   init_from: str | None) -> dict:
-  """The λ selected on validation bags and its test metrics, for one cell."""
-  config = llp.get_config(f"dataset={dataset},bag_size={bag_size},seed={seed},method=dllp")
+  """The λ selected on validation bags and its test metrics, for one cell;
+  `bags_arg` is llp.py's arguments for the data and bags, e.g.
+  "dataset=adult,bag_size=512"."""
+  config = llp.get_config(f"{bags_arg},seed={seed},method=dllp")
   data = trainer.load_data(config)
   pool, bags = llp_training.make_bags(config, data)
   val_bags = llp_training.validation_bags(config, data, len(pool))
@@ -137,10 +143,16 @@ def reference_run(dataset: str, bag_size: int, seed: int, l2_grid: list[float],
 def main(argv):
   del argv
   l2_grid = [float(v) for v in _L2.value]
-  header = ["method", *(f"bag {size}" for size in _BAG_SIZES.value)]
+  dataset = f"dataset={_DATASET.value}"
+  if _BAG_COLUMNS.value:
+    cells = {f"bag_columns={c}": f"{dataset},bagging=feature,bag_columns={c}"
+             for c in _BAG_COLUMNS.value}
+  else:
+    cells = {f"bag {size}": f"{dataset},bag_size={size}" for size in _BAG_SIZES.value}
+  header = ["method", *cells]
   means, chosen = [], []
-  for size in _BAG_SIZES.value:
-    runs = [reference_run(_DATASET.value, int(size), int(seed), l2_grid, _INIT_FROM.value)
+  for column, bags_arg in cells.items():
+    runs = [reference_run(bags_arg, int(seed), l2_grid, _INIT_FROM.value)
             for seed in _SEEDS.value]
     # As the tables: AUC (of 1) for binary labels, accuracy in % otherwise.
     metric, scale = ("auc", 1.0) if "auc" in runs[0] else ("accuracy", 100.0)
@@ -148,7 +160,7 @@ def main(argv):
     means.append(f"{values.mean():.{1 if scale > 1 else 3}f} ± "
                  f"{values.std():.{1 if scale > 1 else 3}f}")
     chosen.append("/".join(f"{run['l2']:g}" for run in runs))
-    print(f"bag {size}: {metric} {means[-1]} (λ per seed {chosen[-1]})", flush=True)
+    print(f"{column}: {metric} {means[-1]} (λ per seed {chosen[-1]})", flush=True)
   features_name = f"SimCLR embedding ({_INIT_FROM.value})" if _INIT_FROM.value else "inputs"
   lines = [f"## Linear DLLP reference (numpy + L-BFGS), {_DATASET.value}: test {metric}",
            "", f"Features: {features_name}; λ from {{{', '.join(_L2.value)}}} selected per "

@@ -354,3 +354,41 @@ def test_bad_pseudo_label_mode_and_marginals_are_named():
     llp_bp.pseudo_label_targets(np.full((3, 2), 0.5), _config("llp_bp", pseudo_labels="fuzzy"))
   with pytest.raises(ValueError, match=r"marginals must be \[N, C\] with C >= 2, got shape \(3,\)"):
     llp_bp.pseudo_label_targets(np.zeros(3), _config("llp_bp"))
+
+
+def test_llp_config_errors_name_the_problem():
+  for args, match in [
+      ("optimizer=sgd", "optimizer='sgd': choose 'adamw'"),
+      ("method=ot,optimizer=lbfgs", "ot's has no minimum or moves with every step"),
+      ("method=easyllp,optimizer=lbfgs", "easyllp's has no minimum"),
+      ("method=dllp,optimizer=lbfgs,dropout=0.1", "no dropout"),
+  ]:
+    with pytest.raises(ValueError, match=match):
+      llp.get_config(args)
+  config = llp.get_config("method=llp_bp,optimizer=lbfgs,bag_columns=occupation.sex")
+  assert config.full_batch and config.optimizer.name == "lbfgs"
+  assert config.bag_columns == ("occupation", "sex")
+
+
+@requires_raw_data
+def test_feature_bag_errors_name_the_columns_and_the_sizes(tmp_path):
+  config = llp.get_config("dataset=adult,bagging=feature,bag_columns=education.nope")
+  with pytest.raises(ValueError, match=r"Unknown bag columns \['nope'\]; choose from"):
+    train_and_evaluate(config, str(tmp_path / "unknown"))
+  # Both sex groups hold over 2500 training rows: the size filter keeps no bag.
+  config = llp.get_config("dataset=adult,bagging=feature,bag_columns=sex")
+  with pytest.raises(ValueError, match=r"No group of columns \(6,\) has a size in \[50, 2500\]"):
+    train_and_evaluate(config, str(tmp_path / "too_large"))
+
+
+@requires_raw_data
+def test_full_batch_puts_every_bag_in_every_batch():
+  config = llp.get_config("dataset=adult,bag_size=512,optimizer=lbfgs")
+  data = trainer.load_data(config)
+  loader, bags = llp_training.bag_loader(config, data, parallel.make_mesh())
+  batches = loader.batches(0)
+  for _ in range(2):
+    batch = next(batches)
+    assert int(np.asarray(batch["mask"]).sum()) == bags.sizes.sum()
+    assert int(np.asarray(batch["bag_mask"]).sum()) == bags.num_bags
+  batches.close()

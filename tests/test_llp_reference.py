@@ -52,7 +52,7 @@ def test_the_toolkits_lbfgs_dllp_lands_on_the_reference_fit(tmp_path):
   config = llp.get_config("dataset=adult,bag_size=512,method=dllp,optimizer=lbfgs,"
                           "hidden=linear,weight_decay=0.001,num_steps=200")
   toolkit = methods.train_and_evaluate(config, str(tmp_path))
-  reference = llp_reference.reference_run("adult", 512, 0, [1e-3], None)
+  reference = llp_reference.reference_run("dataset=adult,bag_size=512", 0, [1e-3], None)
   assert abs(toolkit["monitor"]["validation_bag_loss"]
              - reference["validation_bag_loss"]) < 2e-4
   assert abs(toolkit["test"]["auc"] - reference["auc"]) < 0.003

@@ -9,8 +9,8 @@ Methods: dllp, easyllp, ot (optimal-transport pseudo-labels), bag_fixmatch
 bag_proportion, the floor: no training, each test row scored by the label
 proportions of the training bag it would join. Bags: random bags of
 `bag_size` over the training pool, or feature bags (`bagging=feature`,
-grouped by `bag_columns`, sizes in [50, 2500] as in LLP-Bench; the log says
-how many rows they cover). Test metrics are instance-level (AUC for binary, accuracy always).
+grouped by `bag_columns`, e.g. `bag_columns=occupation.relationship`, sizes
+in [50, 2500] as in LLP-Bench; the log says how many rows they cover). Test metrics are instance-level (AUC for binary, accuracy always).
 Tabular data sets train the MLP, images the small CNN (CPU-sized widths
 16-32-64); `model=` overrides, and `hidden` ("linear", 100, "256x128") and
 `dropout` set the MLP's layers (tuning axes of experiments/tables/llp.sh).
@@ -90,7 +90,8 @@ def get_config(arg=None):
                           graph_representation="inputs", init_from="", warm_start=False,
                           learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1,
                           hidden="", dropout=0.0, finetune_encoder=False,
-                          freeze_encoder=False, optimizer="adamw")
+                          freeze_encoder=False, optimizer="adamw",
+                          bag_columns="education.marital-status")
   for option in ("warm_start", "finetune_encoder"):
     if args[option] and args.method != "llp_bp":
       raise ValueError(f"{option} is an option of method=llp_bp, not {args.method}.")
@@ -155,7 +156,8 @@ def get_config(arg=None):
   config.prior_output_bias = args.prior_bias
   config.bagging = args.bagging
   config.bag_size = args.bag_size
-  config.bag_columns = ("education", "marital-status")
+  # Feature bags group rows by these categorical columns ("a.b": a and b).
+  config.bag_columns = tuple(str(args.bag_columns).split("."))
   config.bag_min_size = 50
   config.bag_max_size = 2500
   if args.method == "ot":

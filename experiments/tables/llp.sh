@@ -1,6 +1,8 @@
 #!/bin/bash
 # Tabular LLP tables (issues 3 and 16): instance-level test AUC, mean ± std over
-# 3 seeds, random bags of 8..2048, into results/llp_$dataset.md. Every learning
+# 3 seeds, random bags of 8..2048, into results/llp_$dataset.md, or with
+# BAGGING=feature LLP-Bench feature bags (two groupings of categorical columns
+# per data set) into results/llp_${dataset}_feature_bags.md. Every learning
 # method gets the same tuning budget: each seed runs 5 settings and keeps the
 # one with the lowest DLLP loss on its validation bags; instance labels never
 # select (sweep.py --select). The first 3 settings (the MLP's capacity and
@@ -16,48 +18,66 @@
 # Every run is cached under $RUNS, so rerunning only fills in missing cells;
 # SKIP (row@column,...) leaves cells out, shown as "—".
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp.sh
+#   BAGGING=feature DATASETS="adult bank_marketing" bash experiments/tables/llp.sh
 set -euo pipefail
 RUNS=${RUNS:-/tmp/labeljax/tables}
 PARALLEL=${PARALLEL:-2}
 DATASETS=${DATASETS:-adult llp_bp_bank}
+BAGGING=${BAGGING:-random}
 ROWS=${ROWS:-method=dllp,method=llp_bp+warm_start=True,method=llp_bp}
 ROWS_MINIBATCH=${ROWS_MINIBATCH:-method=easyllp,method=ot}
 SHARED_TUNE=hidden=linear+learning_rate=0.01,hidden=100+learning_rate=0.003,hidden=256x256+learning_rate=0.001
 TUNE=${TUNE:-$SHARED_TUNE,optimizer=lbfgs+hidden=linear+weight_decay=0.0001+num_steps=300,optimizer=lbfgs+hidden=100+weight_decay=0.001+num_steps=300}
 TUNE_MINIBATCH=${TUNE_MINIBATCH:-$SHARED_TUNE,hidden=linear+learning_rate=0.003+weight_decay=0.001,hidden=100+learning_rate=0.001+weight_decay=0.001}
-COLUMNS=bag_size=8,bag_size=32,bag_size=128,bag_size=512,bag_size=2048
 parts=$(mktemp -d)
 for dataset in $DATASETS; do
+  if [ "$BAGGING" = feature ]; then
+    case $dataset in  # pairs covering most rows, and LLP-Bench-style education pairs
+      adult) groupings=education.marital-status,occupation.relationship ;;
+      bank_marketing) groupings=education.month,job.month ;;
+      *) echo "no feature-bag groupings for $dataset" >&2; exit 1 ;;
+    esac
+    COLUMNS=bag_columns=${groupings//,/,bag_columns=}
+    common="dataset=$dataset,bagging=feature" runs="${dataset}_feature"
+    title="feature bags" output="results/llp_${dataset}_feature_bags.md"
+    reference_cells="--bag_columns=$groupings"
+    floor="each test row scored by the label proportions of the training bag it would join"
+  else
+    COLUMNS=bag_size=8,bag_size=32,bag_size=128,bag_size=512,bag_size=2048
+    common="dataset=$dataset" runs=$dataset title="random bags" output="results/llp_$dataset.md"
+    reference_cells="--bag_sizes=8,32,128,512,2048"
+    floor="each test row scored by the label prior (what random bags' counts give)"
+  fi
   for group in full_batch minibatch; do
     if [ $group = full_batch ]; then rows=$ROWS tune=$TUNE; else rows=$ROWS_MINIBATCH tune=$TUNE_MINIBATCH; fi
     python -m experiments.sweep --config=experiments/configs/llp.py \
-        --workdir="$RUNS/llp_tuned_$dataset" --parallel="$PARALLEL" \
-        --common="dataset=$dataset,num_steps=1000" --rows="$rows" --columns="$COLUMNS" \
+        --workdir="$RUNS/llp_tuned_$runs" --parallel="$PARALLEL" \
+        --common="$common,num_steps=1000" --rows="$rows" --columns="$COLUMNS" \
         --tune="$tune" --select=monitor.validation_bag_loss --skip="${SKIP:-}" \
         --seeds=0,1,2 --metric=test.auc --output="$parts/selected_$group.md"
   done
   python -m experiments.sweep --config=experiments/configs/llp.py \
-      --workdir="$RUNS/llp_floor_$dataset" --parallel="$PARALLEL" \
-      --common="dataset=$dataset" --rows=method=bag_proportion --columns="$COLUMNS" \
+      --workdir="$RUNS/llp_floor_$runs" --parallel="$PARALLEL" \
+      --common="$common" --rows=method=bag_proportion --columns="$COLUMNS" \
       --seeds=0,1,2 --metric=test.auc --output="$parts/floor.md"
-  python -m experiments.llp_reference --dataset="$dataset" \
-      --bag_sizes=8,32,128,512,2048 --seeds=0,1,2 --output="$parts/reference.md"
+  python -m experiments.llp_reference --dataset="$dataset" $reference_cells \
+      --seeds=0,1,2 --output="$parts/reference.md"
   python -m experiments.sweep --config=experiments/configs/supervised.py \
       --workdir="$RUNS/llp_supervised" --parallel="$PARALLEL" --rows="dataset=$dataset" \
       --common=num_steps=1000 --seeds=0,1,2 --metric=test.auc --output="$parts/ceiling.md"
   {
-    echo "# LLP on $dataset: instance test AUC, random bags"; echo
-    echo "All sections: \`DATASETS=$dataset SKIP=${SKIP:-} bash experiments/tables/llp.sh\`"
+    echo "# LLP on $dataset: instance test AUC, $title"; echo
+    echo "All sections: \`BAGGING=$BAGGING DATASETS=$dataset SKIP=${SKIP:-} bash experiments/tables/llp.sh\`"
     echo "(runs cached under \$RUNS; each section's own command is below it)."; echo
     echo "## DLLP and LLP-BP, selected on validation bags (grid: $TUNE)"; echo
     cat "$parts/selected_full_batch.md"; echo
     echo "## EasyLLP and OT, selected on validation bags (grid: $TUNE_MINIBATCH)"; echo
     cat "$parts/selected_minibatch.md"; echo
-    echo "## Floor: each test row scored by the label prior (what random bags' counts give)"; echo
+    echo "## Floor: $floor"; echo
     cat "$parts/floor.md"; echo
     cat "$parts/reference.md"; echo
     echo "## Ceiling: the supervised MLP on every training label"; echo
     cat "$parts/ceiling.md"
-  } > "results/llp_$dataset.md"
+  } > "$output"
 done
 rm -r "$parts"
