@@ -14,6 +14,15 @@ in [50, 2500] as in LLP-Bench; the log says how many rows they cover). Test metr
 Tabular data sets train the MLP, images the small CNN (CPU-sized widths
 16-32-64); `model=` overrides, and `hidden` ("linear", 100, "256x128") and
 `dropout` set the MLP's layers (tuning axes of experiments/tables/llp.sh).
+`features_from=WORKDIR` (a SimCLR pretraining run) replaces every input by
+that frozen encoder's representation h, computed once: a probe that trains
+like tabular data (the MLP; `hidden=linear` for a linear one), and LLP-BP's
+round-0 graph on h. E.g. a linear DLLP probe on Fashion-MNIST bags of 1024:
+
+  python -m experiments.train \
+      --config=experiments/configs/llp.py:dataset=fashion_mnist,bag_size=1024,method=dllp,features_from=/tmp/labeljax/simclr_fashion_mnist,hidden=linear,optimizer=lbfgs,num_steps=300 \
+      --workdir=/tmp/labeljax/llp_probe_fashion_mnist1024
+
 `optimizer=lbfgs` (dllp, llp_bp) fits on every bag at every step with L-BFGS
 (weight decay as an L2 term) instead of AdamW on minibatches of bags: at
 large bags the fit decides the ranking (benchmarks/llp_linear_fit.py; Adult,
@@ -91,7 +100,7 @@ def get_config(arg=None):
                           learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1,
                           hidden="", dropout=0.0, finetune_encoder=False,
                           freeze_encoder=False, optimizer="adamw",
-                          bag_columns="education.marital-status")
+                          bag_columns="education.marital-status", features_from="")
   for option in ("warm_start", "finetune_encoder"):
     if args[option] and args.method != "llp_bp":
       raise ValueError(f"{option} is an option of method=llp_bp, not {args.method}.")
@@ -115,6 +124,9 @@ def get_config(arg=None):
   if args.optimizer == "lbfgs" and (args.dropout or args.freeze_encoder):
     raise ValueError("optimizer=lbfgs needs the same deterministic objective at every step: "
                      "no dropout, no freeze_encoder.")
+  if args.features_from and (args.init_from or args.freeze_encoder):
+    raise ValueError("features_from trains on a frozen encoder's features; init_from "
+                     "(and freeze_encoder) run the encoder in the network: choose one.")
   config = common.base_config()
   config.method = args.method
   config.dataset = args.dataset
@@ -125,7 +137,9 @@ def get_config(arg=None):
   # which experiments/sweep.py --select tunes on; LLP-BP selects rounds by it.
   config.validation_fraction = args.validation_fraction
   tabular = args.dataset in ("adult", "bank_marketing", "llp_bp_bank")
-  config.model = args.model or ("mlp" if tabular else "small_cnn")
+  # The data become the encoder's representation h: tabular features.
+  config.features_from = args.features_from or None
+  config.model = args.model or ("mlp" if tabular or args.features_from else "small_cnn")
   if config.model == "small_cnn":
     config.model_kwargs = dict(widths=(16, 32, 64), embedding_dim=128)  # CPU-sized
   if args.method == "llp_bp" and config.model == "mlp":

@@ -7,8 +7,12 @@
 # runs come first and are shared by every seed and bag size); the "init_from"
 # baselines fine-tune that encoder instead of training from scratch, and so
 # does LLP-BP's network in the llp_bp_finetuned row; the "frozen" rows train
-# only a classifier on it.
+# only a classifier on it. The "probe" rows train on the encoder's
+# representation h of every image, computed once (features_from): a linear
+# model fitted by full-batch L-BFGS, as DLLP and as warm-started LLP-BP
+# (round 0's graph on h, BP's prior field from the DLLP probe).
 # Every run is cached under $RUNS, so rerunning only fills in missing cells.
+# SKIP (row@column,...) leaves cells out, shown as "—".
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp_images.sh
 set -euo pipefail
 RUNS=${RUNS:-/tmp/labeljax/tables}
@@ -16,7 +20,8 @@ PARALLEL=${PARALLEL:-2}
 DATASETS=${DATASETS:-fashion_mnist}  # also: mnist
 # The committed tables' rows; llp_bp (the pixels' graph), ot, easyllp and
 # bag_fixmatch (and their *_pretrained forms) are further rows.
-ROWS=${ROWS:-dllp llp_bp_pretrained dllp_pretrained dllp_frozen llp_bp_finetuned}
+ROWS=${ROWS:-dllp llp_bp_pretrained dllp_pretrained dllp_frozen llp_bp_finetuned dllp_probe llp_bp_probe}
+PROBE=hidden=linear+optimizer=lbfgs+weight_decay=0.0001
 python -m experiments.sweep --config=experiments/configs/simclr.py \
     --workdir="$RUNS/simclr" --parallel="$PARALLEL" --seeds=0 \
     --rows=dataset=mnist,dataset=fashion_mnist --scale=100 \
@@ -30,6 +35,8 @@ for dataset in $DATASETS; do
       llp_bp_pretrained) rows+=("method=llp_bp+rounds=1+graph_representation=pretrained+init_from=$encoder") ;;
       # ... and its network fine-tunes the encoder, as the *_pretrained baselines.
       llp_bp_finetuned) rows+=("method=llp_bp+rounds=1+graph_representation=pretrained+finetune_encoder=True+init_from=$encoder") ;;
+      llp_bp_probe) rows+=("method=llp_bp+rounds=1+warm_start=True+features_from=$encoder+$PROBE") ;;
+      *_probe) rows+=("method=${row%_probe}+features_from=$encoder+$PROBE") ;;
       *_pretrained) rows+=("method=${row%_pretrained}+init_from=$encoder") ;;
       # Only a new classifier learns, on the frozen encoder (a probe).
       *_frozen) rows+=("method=${row%_frozen}+init_from=$encoder+freeze_encoder=True") ;;
@@ -40,7 +47,7 @@ for dataset in $DATASETS; do
       --workdir="$RUNS/llp_$dataset" --parallel="$PARALLEL" \
       --common="dataset=$dataset,num_steps=300" \
       --rows="$(IFS=,; echo "${rows[*]}")" \
-      --columns=bag_size=16,bag_size=64,bag_size=256,bag_size=1024 \
+      --columns=bag_size=16,bag_size=64,bag_size=256,bag_size=1024 --skip="${SKIP:-}" \
       --seeds=0,1,2 --metric=test.accuracy --scale=100 --output="results/llp_$dataset.md"
   # The simplest reference on the same bags: linear DLLP (numpy) on the encoder.
   python -m experiments.llp_reference --dataset="$dataset" --init_from="$encoder" \

@@ -22,6 +22,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from labeljax import models
+from labeljax.data import datasets
 from labeljax.train import evaluate as evaluate_lib
 
 SPEC_FILE = "pretrained.json"
@@ -84,25 +85,49 @@ def write_spec(workdir: str, spec: dict[str, Any]) -> None:
       json.dump(spec, f, indent=2)
 
 
-def load(workdir: str, dataset: str | None = None) -> Pretrained:
-  """The pretrained network saved in `workdir`, checked against `dataset`."""
+def load(workdir: str, dataset: str | None = None, key: str = "init_from") -> Pretrained:
+  """The pretrained network saved in `workdir`, checked against `dataset`;
+  errors name the config `key` that pointed at it."""
   spec_path = os.path.join(workdir, SPEC_FILE)
   if not os.path.isdir(workdir):
-    raise FileNotFoundError(f"init_from={workdir!r} is not a directory; point it at "
+    raise FileNotFoundError(f"{key}={workdir!r} is not a directory; point it at "
                             "the workdir of a finished pretraining run.")
   if not os.path.exists(spec_path):
-    raise FileNotFoundError(f"init_from={workdir!r} has no {SPEC_FILE}: it is not the "
+    raise FileNotFoundError(f"{key}={workdir!r} has no {SPEC_FILE}: it is not the "
                             "workdir of a finished pretraining run (experiments/configs/"
                             "simclr.py writes one when it ends).")
   with open(spec_path) as f:
     spec = json.load(f)
   if dataset is not None and spec["dataset"] != dataset:
-    raise ValueError(f"init_from={workdir!r} was pretrained on {spec['dataset']!r}, "
+    raise ValueError(f"{key}={workdir!r} was pretrained on {spec['dataset']!r}, "
                      f"but this run trains on {dataset!r}.")
   state = restore_on_host(os.path.join(workdir, "checkpoints"))
   if state is None:
-    raise FileNotFoundError(f"init_from={workdir!r} has no checkpoint.")
+    raise FileNotFoundError(f"{key}={workdir!r} has no checkpoint.")
   return Pretrained(spec, state["params"], state["model_state"])
+
+
+def embedded_dataset(dataset: datasets.Dataset, pretrained: Pretrained, batch_size: int,
+                     mesh) -> datasets.Dataset:
+  """`dataset` with every example's inputs replaced by the encoder's
+  representation h: a tabular data set of float32 features, computed once
+  (`config.features_from`). A model on h is a probe of the frozen encoder
+  that trains like a tabular model: an MLP, or a linear one fitted with
+  L-BFGS on every example at each step, which on the images themselves would
+  rerun the encoder for every line-search evaluation."""
+  def embed(examples):
+    if examples is None:
+      return None
+    features = pretrained.embed(examples, batch_size, mesh).astype(np.float32)
+    # Not `_replace`: Examples' own __len__ (its row count) breaks it.
+    return datasets.Examples(features, examples.labels, examples.categorical)
+
+  train = embed(dataset.train)
+  info = dataset.info._replace(kind="tabular", input_shape=train.inputs.shape[1:],
+                               schema=None)
+  logging.info("%s as the %d-d representation of the %s encoder.", info.name,
+               train.inputs.shape[1], pretrained.spec["model"])
+  return datasets.Dataset(info, train, embed(dataset.test), embed(dataset.validation))
 
 
 def restore_on_host(directory: str, step: int | None = None) -> dict | None:

@@ -60,9 +60,16 @@ class Data(NamedTuple):
 
 
 def load_data(config: ml_collections.ConfigDict) -> Data:
-  """The data set, its label budget, and the validation examples."""
+  """The data set, its label budget, and the validation examples; with
+  `config.features_from` (a pretraining workdir) every input replaced by that
+  encoder's representation h (`pretrained.embedded_dataset`)."""
+  encoder = (pretrained_lib.load(config.features_from, config.dataset, key="features_from")
+             if config.get("features_from") else None)
   dataset = datasets.load_dataset(config.dataset, data_dir=config.get("data_dir"),
                                   raw_data_dir=config.get("raw_data_dir"))
+  if encoder is not None:
+    dataset = pretrained_lib.embedded_dataset(dataset, encoder, config.eval_batch_size,
+                                              parallel.make_mesh())
   # A shipped validation split is kept as is. `validation_fraction`, where
   # set, holds out that share of the training split instead of a count.
   fraction = config.get("validation_fraction")
