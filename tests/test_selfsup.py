@@ -15,8 +15,9 @@ import kill_points
 from conftest import requires_raw_data
 from experiments.configs import llp, simclr, simclrv2, ssl
 from labeljax import augment, methods, models, parallel
+from labeljax import data as data_lib
 from labeljax.selfsup import nt_xent_loss, probes
-from labeljax.train import optim
+from labeljax.train import optim, trainer
 from labeljax.train import pretrained as pretrained_lib
 from labeljax.methods import train_and_evaluate
 
@@ -304,12 +305,39 @@ def test_a_frozen_encoder_trains_only_the_classifier(pretrained_dir, tmp_path):
     train_and_evaluate(config, str(tmp_path / "no_encoder"))
 
 
+@requires_raw_data
+def test_features_from_trains_a_probe_on_the_encoders_representation(pretrained_dir,
+                                                                      tmp_path):
+  config = llp.get_config(f"dataset=mnist,method=dllp,bag_size=64,num_steps=10,"
+                          f"features_from={pretrained_dir},hidden=linear,optimizer=lbfgs")
+  config.validation_fraction = 0.05
+  config.log_every = config.eval_every = config.checkpoint_every = 10
+  data = trainer.load_data(config)
+  pretrained = pretrained_lib.load(pretrained_dir)
+  images = data_lib.load_dataset("mnist").test
+  # The inputs are h of every image, in order; the data set is tabular now.
+  assert data.dataset.info.kind == "tabular" and data.dataset.info.input_shape == (16,)
+  np.testing.assert_allclose(
+      data.dataset.test.inputs[:300],
+      pretrained.embed(images.take(np.arange(300)), 100, parallel.make_mesh()), atol=1e-5)
+  np.testing.assert_array_equal(data.dataset.test.labels, images.labels)
+  results = train_and_evaluate(config, str(tmp_path / "probe"))
+  assert results["step"] == 10 and "validation_bag_loss" in results["monitor"]
+  params = pretrained_lib.restore_on_host(str(tmp_path / "probe" / "checkpoints"), 10)["params"]
+  assert params["Dense_0"]["kernel"].shape == (16, 10)  # one linear layer on h
+  config.dataset = "fashion_mnist"
+  with pytest.raises(ValueError, match="features_from=.* was pretrained on 'mnist', but "
+                                       "this run trains on 'fashion_mnist'"):
+    trainer.load_data(config)
+
+
 def test_llp_config_rejects_encoder_options_it_would_ignore():
   for args, match in [
       ("method=dllp,finetune_encoder=True", "finetune_encoder is an option of method=llp_bp"),
       ("method=dllp,freeze_encoder=True", "freeze_encoder trains only a new classifier"),
       ("method=llp_bp,init_from=/x,freeze_encoder=True", "freeze_encoder trains only a new"),
       ("method=dllp,init_from=/x,hidden=100", "with init_from the network is the pretrained"),
+      ("method=dllp,init_from=/x,features_from=/x", "features_from trains on a frozen"),
   ]:
     with pytest.raises(ValueError, match=match):
       llp.get_config(args)
