@@ -392,3 +392,12 @@ def test_full_batch_puts_every_bag_in_every_batch():
     assert int(np.asarray(batch["mask"]).sum()) == bags.sizes.sum()
     assert int(np.asarray(batch["bag_mask"]).sum()) == bags.num_bags
   batches.close()
+
+
+@requires_raw_data
+def test_lbfgs_on_images_points_to_the_encoders_features(small_mnist, tmp_path):
+  config = _small_mnist_config(method="dllp")
+  config.optimizer.name = "lbfgs"
+  with pytest.raises(ValueError, match=r"reruns the network over every image each time\. "
+                                       r"Fit on an encoder's features instead"):
+    train_and_evaluate(config, str(tmp_path))

@@ -320,7 +320,6 @@ def test_features_from_trains_a_probe_on_the_encoders_representation(pretrained_
   np.testing.assert_allclose(
       data.dataset.test.inputs[:300],
       pretrained.embed(images.take(np.arange(300)), 100, parallel.make_mesh()), atol=1e-5)
-  np.testing.assert_array_equal(data.dataset.test.labels, images.labels)
   results = train_and_evaluate(config, str(tmp_path / "probe"))
   assert results["step"] == 10 and "validation_bag_loss" in results["monitor"]
   params = pretrained_lib.restore_on_host(str(tmp_path / "probe" / "checkpoints"), 10)["params"]

@@ -121,12 +121,13 @@ def get_config(arg=None):
     # predictions (and bag_fixmatch's views with the step).
     raise ValueError(f"optimizer=lbfgs fits a fixed objective (dllp, llp_bp); "
                      f"{args.method}'s has no minimum or moves with every step.")
-  if args.optimizer == "lbfgs" and (args.dropout or args.freeze_encoder):
+  if args.optimizer == "lbfgs" and args.dropout:
     raise ValueError("optimizer=lbfgs needs the same deterministic objective at every step: "
-                     "no dropout, no freeze_encoder.")
-  if args.features_from and (args.init_from or args.freeze_encoder):
-    raise ValueError("features_from trains on a frozen encoder's features; init_from "
-                     "(and freeze_encoder) run the encoder in the network: choose one.")
+                     "no dropout.")
+  if args.features_from and args.init_from:
+    raise ValueError("features_from trains on a frozen encoder's features (LLP-BP's graph "
+                     "on the inputs is then on them); init_from runs the encoder in the "
+                     "network: choose one.")
   config = common.base_config()
   config.method = args.method
   config.dataset = args.dataset

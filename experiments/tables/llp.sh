@@ -22,8 +22,10 @@
 set -euo pipefail
 RUNS=${RUNS:-/tmp/labeljax/tables}
 PARALLEL=${PARALLEL:-2}
-DATASETS=${DATASETS:-adult llp_bp_bank}
+SKIP=${SKIP:-}
 BAGGING=${BAGGING:-random}
+if [ "$BAGGING" = feature ]; then DATASETS=${DATASETS:-adult bank_marketing}; fi
+DATASETS=${DATASETS:-adult llp_bp_bank}
 ROWS=${ROWS:-method=dllp,method=llp_bp+warm_start=True,method=llp_bp}
 ROWS_MINIBATCH=${ROWS_MINIBATCH:-method=easyllp,method=ot}
 SHARED_TUNE=hidden=linear+learning_rate=0.01,hidden=100+learning_rate=0.003,hidden=256x256+learning_rate=0.001
@@ -50,10 +52,14 @@ for dataset in $DATASETS; do
   fi
   for group in full_batch minibatch; do
     if [ $group = full_batch ]; then rows=$ROWS tune=$TUNE; else rows=$ROWS_MINIBATCH tune=$TUNE_MINIBATCH; fi
+    skip=()  # this group's cells of SKIP (a sweep refuses rows outside its grid)
+    for cell in ${SKIP//,/ }; do
+      case ",$rows," in *",${cell%@*},"*) skip+=("$cell") ;; esac
+    done
     python -m experiments.sweep --config=experiments/configs/llp.py \
         --workdir="$RUNS/llp_tuned_$runs" --parallel="$PARALLEL" \
         --common="$common,num_steps=1000" --rows="$rows" --columns="$COLUMNS" \
-        --tune="$tune" --select=monitor.validation_bag_loss --skip="${SKIP:-}" \
+        --tune="$tune" --select=monitor.validation_bag_loss --skip="$(IFS=,; echo "${skip[*]}")" \
         --seeds=0,1,2 --metric=test.auc --output="$parts/selected_$group.md"
   done
   python -m experiments.sweep --config=experiments/configs/llp.py \
@@ -69,9 +75,9 @@ for dataset in $DATASETS; do
     echo "# LLP on $dataset: instance test AUC, $title"; echo
     echo "All sections: \`BAGGING=$BAGGING DATASETS=$dataset SKIP=${SKIP:-} bash experiments/tables/llp.sh\`"
     echo "(runs cached under \$RUNS; each section's own command is below it)."; echo
-    echo "## DLLP and LLP-BP, selected on validation bags (grid: $TUNE)"; echo
+    echo "## ${ROWS//,/, }: selected on validation bags (grid: $TUNE)"; echo
     cat "$parts/selected_full_batch.md"; echo
-    echo "## EasyLLP and OT, selected on validation bags (grid: $TUNE_MINIBATCH)"; echo
+    echo "## ${ROWS_MINIBATCH//,/, }: selected on validation bags (grid: $TUNE_MINIBATCH)"; echo
     cat "$parts/selected_minibatch.md"; echo
     echo "## Floor: $floor"; echo
     cat "$parts/floor.md"; echo

@@ -47,7 +47,9 @@ def make_optimizer(config: ml_collections.ConfigDict,
   flat objective returns (benchmarks/llp_linear_fit.py: linear DLLP on Adult
   bags of 512, test AUC 0.88 from L-BFGS, 0.84 from Adam at the same loss).
   Its line search needs the objective itself, so its weight decay is an L2
-  term of the loss (`with_l2_penalty`), and `make_train_step` must be built
+  term of the loss that the caller adds (`with_l2_penalty`, as `trainer.fit`
+  does; the transformation itself ignores `weight_decay`), and
+  `make_train_step` must be built
   with `line_search=True` (see `uses_line_search`)."""
   lr = learning_rate_schedule(config, num_steps)
   name = config.name

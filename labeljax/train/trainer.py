@@ -116,10 +116,16 @@ def fit(config: ml_collections.ConfigDict, workdir: str, setup: Setup,
   # Model, optimizer and train state (replicated over the mesh).
   # --------------------------------------------------------------------------
   tx = optim.make_optimizer(config.optimizer, config.num_steps)
+  if optim.uses_line_search(config.optimizer) and info.kind == "image":
+    raise ValueError("optimizer lbfgs evaluates the loss on its whole batch several times a "
+                     "step; on images that reruns the network over every image each time. "
+                     "Fit on an encoder's features instead (features_from=WORKDIR).")
   if config.get("freeze_encoder"):  # A probe: only the new classifier learns.
     if optim.uses_line_search(config.optimizer):
-      raise ValueError("freeze_encoder with optimizer lbfgs is not supported (its line "
-                       "search and L2 term would also move the frozen encoder); use adam.")
+      raise ValueError("freeze_encoder with optimizer lbfgs is not supported: the frozen "
+                       "modules' optimizer partition hands the line search partial "
+                       "parameters. Train on the encoder's features (features_from) or "
+                       "use adamw.")
     if pretrained is None:
       raise ValueError("freeze_encoder trains only the classifier on a pretrained encoder: "
                        "set init_from to a SimCLR pretraining workdir.")
