@@ -7,6 +7,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
+from scipy import stats
 
 from conftest import requires_raw_data
 from experiments.configs import llp
@@ -199,10 +200,58 @@ def test_warm_started_llp_bp_starts_bp_from_the_dllp_network(tmp_path, monkeypat
   rounds = _rows(tmp_path, "round")
   assert [r["round"] for r in rounds] == [-1, 0]
   assert [r["sweeps"] for r in _rows(tmp_path, "bp")] == [10]
+  # Round 0 replaces its DLLP start only with a lower loss on the validation
+  # bags that a paired test finds significant.
   losses = [r["validation_bag_loss"] for r in rounds]
-  assert results["selected_round"] == rounds[int(np.argmin(losses))]["round"]
-  assert results["test"]["auc"] == rounds[int(np.argmin(losses))]["test_auc"]
+  selected = 0 if losses[1] < losses[0] and results["round_vs_start_p_value"] < 0.05 else -1
+  assert results["selected_round"] == selected
+  assert results["test"]["auc"] == rounds[selected + 1]["test_auc"]
   assert set(results) >= {"monitor", "selected_round", "test"}
+
+
+def test_warm_started_llp_bp_keeps_its_dllp_start_unless_a_round_is_significantly_better(
+    tmp_path, monkeypatch):
+  """The best round replaces the DLLP start only when the paired test over the
+  validation bags' losses (the same bags for both) gives p below the level."""
+  config = _warm_start_config()
+  tests = []
+
+  def p_value(incumbent, candidate, value):
+    tests.append((incumbent, candidate))
+    return value
+
+  selected = {}
+  for value in (0.01, 0.2):
+    monkeypatch.setattr(llp_training, "paired_improvement_p_value",
+                        lambda a, b, value=value: p_value(a, b, value))
+    # The second run reuses every stage of the first (no training).
+    selected[value] = train_and_evaluate(config, str(tmp_path))["selected_round"]
+  assert selected == {0.01: 0, 0.2: -1}
+  rounds = _rows(tmp_path, "round")
+  for incumbent, candidate in tests:
+    assert incumbent.ndim == 1 and incumbent.shape == candidate.shape and len(incumbent) > 1
+    # The start's per-bag losses, then round 0's: their means are the logged losses.
+    assert incumbent.mean() == pytest.approx(rounds[0]["validation_bag_loss"], rel=1e-6)
+    assert candidate.mean() == pytest.approx(rounds[1]["validation_bag_loss"], rel=1e-6)
+  with pytest.raises(ValueError, match=r"warm_start_test_level=0.0 is the level of the test"):
+    train_and_evaluate(_warm_start_config(warm_start_test_level=0), str(tmp_path / "bad"))
+
+
+def test_paired_improvement_p_value_is_the_one_sided_paired_t_test():
+  rng = np.random.default_rng(0)
+  for num_bags in (2, 6, 25):
+    incumbent = rng.normal(1.0, 0.1, num_bags)
+    candidate = incumbent - rng.normal(0.01, 0.05, num_bags)
+    expected = stats.ttest_rel(incumbent, candidate, alternative="greater").pvalue
+    assert llp_training.paired_improvement_p_value(incumbent, candidate) == pytest.approx(
+        expected, rel=1e-4)
+    # A worse candidate: the other tail.
+    assert llp_training.paired_improvement_p_value(candidate, incumbent) == pytest.approx(
+        1 - expected, rel=1e-4)
+  # One bag is no evidence, however large the improvement.
+  assert llp_training.paired_improvement_p_value([0.7], [0.1]) == 1.0
+  with pytest.raises(ValueError, match="Per-bag losses of the same bags"):
+    llp_training.paired_improvement_p_value(np.ones(3), np.ones(4))
 
 
 def test_warm_started_llp_bp_rerun_reuses_every_stage(tmp_path, monkeypatch):

@@ -64,7 +64,9 @@ round's training takes minutes.
 `warm_start=True` (llp_bp, binary or multi-class) first trains a DLLP
 network (prior bias on) in WORKDIR/dllp: round 0's kNN graph is built on its
 embedding and BP gets its logits as prior field (round 0 with
-`warm_start_lambda_sim`, 0.1); it is also a selection candidate (round -1).
+`warm_start_lambda_sim`, 0.1); it is also a selection candidate (round -1),
+kept unless the best round's per-bag validation losses are lower by a paired
+t-test at `warm_start_test_level` (0.05).
 Adult / llp_bp_bank, seed 0, 1000 steps, test AUC (warm / paper-faithful /
 DLLP prior_bias=True): bag 128 0.867 / 0.682 / 0.871 and 0.735 / 0.473 /
 0.688; bag 512 0.846 / 0.648 / 0.854 and 0.693 / 0.391 / 0.583. Round 0 stays within 0.003 of
@@ -216,6 +218,9 @@ def get_config(arg=None):
     config.warm_start = args.warm_start
     config.warm_start_lambda_sim = 0.1  # round 0's λ_s on the DLLP embedding
     config.warm_start_candidate = True
+    # A round replaces the DLLP start only if a paired one-sided t-test over
+    # the validation bags finds its per-bag losses lower at this level.
+    config.warm_start_test_level = 0.05
     config.bag_hidden = 64  # the bag head's hidden layer
   config.log_every = 200
   config.eval_every = config.num_steps

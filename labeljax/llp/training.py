@@ -9,6 +9,7 @@ training bags), the one figure an LLP user can select settings on.
 import flax.linen as nn
 from absl import logging
 import jax.numpy as jnp
+import jax.scipy.special
 import ml_collections
 import numpy as np
 
@@ -112,12 +113,41 @@ def validation_bag_loss(logits: np.ndarray, bags: bags_lib.Bags) -> float:
   −mean_b Σ_c α_{b,c} log p̄_{b,c}, with p̄_b the mean predicted distribution
   softmax(f(x_i)) over the members of b, for any number of classes C.
   """
+  return float(validation_bag_losses(logits, bags).mean())
+
+
+def validation_bag_losses(logits: np.ndarray, bags: bags_lib.Bags) -> np.ndarray:
+  """Each validation bag's DLLP loss −Σ_c α_{b,c} log p̄_{b,c}, [num_bags]."""
   probs = np.exp(metrics_lib.log_softmax(logits))
   sums = np.zeros((bags.num_bags, probs.shape[1]))
   bagged = bags.bag_ids >= 0
   np.add.at(sums, bags.bag_ids[bagged], probs[bagged])
   mean = np.clip(sums / bags.sizes[:, None], 1e-7, 1.0)
-  return float(-(bags.proportions * np.log(mean)).sum(1).mean())
+  return -(bags.proportions * np.log(mean)).sum(1)
+
+
+def paired_improvement_p_value(incumbent: np.ndarray, candidate: np.ndarray) -> float:
+  """One-sided p-value that `candidate`'s per-bag losses are lower than
+  `incumbent`'s on the same bags (paired t-test).
+
+  With d_b = incumbent_b − candidate_b over B bags, t = mean(d) / (sd(d) / √B)
+  has B − 1 degrees of freedom ν under "no improvement", and
+  P(T ≥ t) = ½ I_{ν/(ν+t²)}(ν/2, ½) for t > 0 (I the regularised incomplete
+  beta function). Fewer than 2 bags carry no evidence: p = 1.
+  """
+  differences = np.asarray(incumbent, np.float64) - np.asarray(candidate, np.float64)
+  if differences.shape != np.shape(candidate) or differences.ndim != 1:
+    raise ValueError(f"Per-bag losses of the same bags are needed, got shapes "
+                     f"{np.shape(incumbent)} and {np.shape(candidate)}.")
+  if len(differences) < 2:
+    return 1.0
+  mean, spread = differences.mean(), differences.std(ddof=1)
+  if spread == 0:
+    return 0.0 if mean > 0 else 1.0
+  dof = len(differences) - 1
+  t = mean / (spread / np.sqrt(len(differences)))
+  tail = 0.5 * float(jax.scipy.special.betainc(dof / 2, 0.5, dof / (dof + t * t)))
+  return tail if t > 0 else 1.0 - tail
 
 
 def oracle_metrics(name: str, scores: np.ndarray, labels: np.ndarray,
