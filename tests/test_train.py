@@ -16,7 +16,7 @@ from experiments.configs import common, supervised
 from labeljax import data as data_lib
 from labeljax import methods, models, parallel
 from labeljax.data import Examples, Stream, TrainLoader
-from labeljax.train import evaluate, optim, trainer
+from labeljax.train import config_checks, evaluate, optim, trainer
 from labeljax.train.state import create_train_state
 from labeljax.train.step import LossAux, apply_model, make_train_step, supervised_loss
 
@@ -241,6 +241,19 @@ def test_a_workdir_holding_another_configs_run_is_refused(tmp_path):
   # Logging and evaluation cadence cannot change the result: it resumes.
   assert methods.train_and_evaluate(_quick_config(num_steps=20, log_every=5),
                                     str(tmp_path))["step"] == 20
+
+
+def test_a_run_recorded_before_a_key_was_added_resumes_at_the_keys_listed_value(
+    tmp_path, monkeypatch):
+  methods.train_and_evaluate(_quick_config(num_steps=20), str(tmp_path))
+  monkeypatch.setattr(config_checks, "ADDED_KEYS", {"seed": 0})  # as if seed were new
+  recorded = tmp_path / "config.json"
+  record = json.loads(recorded.read_text())
+  del record["seed"]
+  recorded.write_text(json.dumps(record))
+  with pytest.raises(ValueError, match=r"holds a run of another config \(seed: '<unset>' -> 1\)"):
+    methods.train_and_evaluate(_quick_config(num_steps=20, seed=1), str(tmp_path))
+  assert methods.train_and_evaluate(_quick_config(num_steps=20), str(tmp_path))["step"] == 20
 
 
 @pytest.mark.parametrize("num_shards", [None, 2, 4])

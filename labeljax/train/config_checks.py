@@ -115,6 +115,13 @@ def check_config(config: ml_collections.ConfigDict) -> None:
 RESUME_MAY_CHANGE = frozenset({"log_every", "eval_every", "checkpoint_every",
                                "eval_batch_size", "data_dir", "raw_data_dir"})
 
+# Keys added to the configs after runs were recorded, with the value at which
+# such a run may resume (as if recorded with it): the value that reproduces
+# what the code did before the key existed; for warm_start_test_level its
+# default, as only a finished run's final choice between its stages reads it,
+# and every rerun makes that choice again.
+ADDED_KEYS = {"features_from": None, "full_batch": False, "warm_start_test_level": 0.05}
+
 
 def _flat(tree: dict, prefix: str = "") -> dict:
   flat = {}
@@ -138,7 +145,8 @@ def _holds_a_run(workdir: str) -> bool:
 def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
   """Records the config in `workdir/config.json`; a workdir that already holds
   a run of another config is refused, naming the keys that differ (only
-  `RESUME_MAY_CHANGE` keys may), instead of silently resuming that run."""
+  `RESUME_MAY_CHANGE` keys may, and `ADDED_KEYS` that the record predates, at
+  their listed values), instead of silently resuming that run."""
   path = os.path.join(workdir, "config.json")
   # Through JSON, so tuples and lists compare equal.
   current = json.loads(json.dumps(config.to_dict(), default=str))
@@ -146,6 +154,9 @@ def check_workdir(config: ml_collections.ConfigDict, workdir: str) -> None:
     with open(path) as f:
       recorded = _flat(json.load(f))
     now = _flat(current)
+    for key in now.keys() - recorded.keys():
+      if key in ADDED_KEYS and now[key] == ADDED_KEYS[key]:
+        recorded[key] = now[key]
     differ = sorted(k for k in recorded.keys() | now.keys()
                     if recorded.get(k, "<unset>") != now.get(k, "<unset>")
                     and k.rsplit(".", 1)[-1] not in RESUME_MAY_CHANGE)
