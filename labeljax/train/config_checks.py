@@ -120,7 +120,8 @@ RESUME_MAY_CHANGE = frozenset({"log_every", "eval_every", "checkpoint_every",
 # what the code did before the key existed; for warm_start_test_level its
 # default, as only a finished run's final choice between its stages reads it,
 # and every rerun makes that choice again.
-ADDED_KEYS = {"features_from": None, "full_batch": False, "warm_start_test_level": 0.05}
+ADDED_KEYS = {"features_from": None, "freeze_encoder": False, "full_batch": False,
+              "warm_start_test_level": 0.05}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
