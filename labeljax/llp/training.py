@@ -135,10 +135,10 @@ def paired_improvement_p_value(incumbent: np.ndarray, candidate: np.ndarray) -> 
   P(T ≥ t) = ½ I_{ν/(ν+t²)}(ν/2, ½) for t > 0 (I the regularised incomplete
   beta function). Fewer than 2 bags carry no evidence: p = 1.
   """
-  differences = np.asarray(incumbent, np.float64) - np.asarray(candidate, np.float64)
-  if differences.shape != np.shape(candidate) or differences.ndim != 1:
+  if np.ndim(incumbent) != 1 or np.shape(incumbent) != np.shape(candidate):
     raise ValueError(f"Per-bag losses of the same bags are needed, got shapes "
                      f"{np.shape(incumbent)} and {np.shape(candidate)}.")
+  differences = np.asarray(incumbent, np.float64) - np.asarray(candidate, np.float64)
   if len(differences) < 2:
     return 1.0
   mean, spread = differences.mean(), differences.std(ddof=1)
