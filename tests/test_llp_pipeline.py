@@ -209,6 +209,34 @@ def test_warm_started_llp_bp_starts_bp_from_the_dllp_network(tmp_path, monkeypat
   assert set(results) >= {"monitor", "selected_round", "test"}
 
 
+def test_warm_start_without_prior_bias_is_the_dllp_run_with_the_same_settings(
+    tmp_path, monkeypatch):
+  """warm_start_prior_bias=False: the DLLP stage trains the very network that
+  method=dllp trains with the same settings; by default its output bias starts
+  at the log label prior instead, and it ends elsewhere."""
+  trained = []
+  original_fit = trainer.fit
+
+  def spy_fit(config, workdir, *args, **kwargs):
+    state = original_fit(config, workdir, *args, **kwargs)
+    trained.append((pathlib.Path(workdir).name, state.params))
+    return state
+
+  monkeypatch.setattr(trainer, "fit", spy_fit)
+  mlp = dict(hidden_sizes=(64,), dropout_rate=0.0)
+  train_and_evaluate(_config("dllp", model_kwargs=mlp), str(tmp_path / "dllp_run"))
+  for prior_bias in (False, True):
+    train_and_evaluate(_warm_start_config(model_kwargs=mlp, warm_start_prior_bias=prior_bias),
+                       str(tmp_path / f"warm_{prior_bias}"))
+  assert [name for name, _ in trained] == ["dllp_run", "dllp", "round_0", "dllp", "round_0"]
+  dllp_run, as_dllp, with_prior = trained[0][1], trained[1][1], trained[3][1]
+  jax.tree.map(np.testing.assert_array_equal, as_dllp, dllp_run)
+  assert not np.allclose(with_prior["Dense_1"]["bias"], dllp_run["Dense_1"]["bias"])
+  with pytest.raises(ValueError, match="warm_start_prior_bias sets the output bias of the "
+                                       "warm start's DLLP network: it needs warm_start=True"):
+    llp.get_config("method=llp_bp,warm_start_prior_bias=False")
+
+
 def test_warm_started_llp_bp_keeps_its_dllp_start_unless_a_round_is_significantly_better(
     tmp_path, monkeypatch):
   """The best round replaces the DLLP start only when the paired test over the

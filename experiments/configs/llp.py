@@ -62,7 +62,8 @@ exact and 5-7 s "saddlepoint" (nice -n 19), for the same marginal accuracy
 (0.7792 and 0.7789), while the kNN graph on the 784 pixels took 92 s and a
 round's training takes minutes.
 `warm_start=True` (llp_bp, binary or multi-class) first trains a DLLP
-network (prior bias on) in WORKDIR/dllp: round 0's kNN graph is built on its
+network (prior bias on; `warm_start_prior_bias=False`: as `prior_bias` says,
+the very network method=dllp trains with the same settings) in WORKDIR/dllp: round 0's kNN graph is built on its
 embedding and BP gets its logits as prior field (round 0 with
 `warm_start_lambda_sim`, 0.1); it is also a selection candidate (round -1),
 kept unless the best round's per-bag validation losses are lower by a paired
@@ -99,6 +100,7 @@ def get_config(arg=None):
                           bagging="random", seed=0, num_steps=2000, model="",
                           bag_factor="cardinality", prior_bias=False, rounds=2,
                           graph_representation="inputs", init_from="", warm_start=False,
+                          warm_start_prior_bias=True,
                           learning_rate=1e-3, weight_decay=1e-4, validation_fraction=0.1,
                           hidden="", dropout=0.0, finetune_encoder=False,
                           freeze_encoder=False, optimizer="adamw",
@@ -106,6 +108,9 @@ def get_config(arg=None):
   for option in ("warm_start", "finetune_encoder"):
     if args[option] and args.method != "llp_bp":
       raise ValueError(f"{option} is an option of method=llp_bp, not {args.method}.")
+  if not args.warm_start_prior_bias and not args.warm_start:
+    raise ValueError("warm_start_prior_bias sets the output bias of the warm start's DLLP "
+                     "network: it needs warm_start=True.")
   if args.freeze_encoder and (args.method == "llp_bp" or not args.init_from):
     raise ValueError("freeze_encoder trains only a new classifier on the init_from encoder; "
                      "it is an option of the baselines (dllp, easyllp, ot, bag_fixmatch) "
@@ -211,11 +216,14 @@ def get_config(arg=None):
     # Every round's network starts from the init_from encoder (and its first
     # head layer, as the baselines' init_from fine-tuning) instead of scratch.
     config.finetune_encoder = args.finetune_encoder
-    # Round 0 on a DLLP network (prior bias on, trained in workdir/dllp): its
-    # embedding builds the kNN graph, its logits are BP's prior field; with
+    # Round 0 on a DLLP network (trained in workdir/dllp): its embedding
+    # builds the kNN graph, its logits are BP's prior field; with
     # warm_start_candidate it also competes in the validation-bag selection
     # (round -1), so LLP-BP falls back to DLLP when BP does not help.
     config.warm_start = args.warm_start
+    # Its output bias at the log label prior; False: as prior_bias says, so
+    # it is the network method=dllp trains with the same settings.
+    config.warm_start_prior_bias = args.warm_start_prior_bias
     config.warm_start_lambda_sim = 0.1  # round 0's λ_s on the DLLP embedding
     config.warm_start_candidate = True
     # A round replaces the DLLP start only if a paired one-sided t-test over

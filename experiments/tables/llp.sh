@@ -12,7 +12,8 @@
 # 10x weight decay) for EasyLLP and OT, whose objectives have none ($TUNE_MINIBATCH).
 # Rows: DLLP, LLP-BP as in the paper (round 0 on the inputs' kNN graph) and
 # warm-started (round 0 on a DLLP network's embedding and logits; the DLLP
-# network also competes), EasyLLP, OT pseudo-labels; then, untuned, the floor
+# network also competes), with its DLLP network's output bias at the label
+# prior or, warm_start_prior_bias=False, as the DLLP row's, EasyLLP, OT pseudo-labels; then, untuned, the floor
 # the bag counts alone give, the linear DLLP reference (numpy + L-BFGS, its L2
 # chosen on the same validation bags) and the supervised ceiling.
 # Every run is cached under $RUNS, so rerunning only fills in missing cells;
@@ -26,7 +27,7 @@ SKIP=${SKIP:-}
 BAGGING=${BAGGING:-random}
 if [ "$BAGGING" = feature ]; then DATASETS=${DATASETS:-adult bank_marketing}; fi
 DATASETS=${DATASETS:-adult llp_bp_bank}
-ROWS=${ROWS:-method=dllp,method=llp_bp+warm_start=True,method=llp_bp}
+ROWS=${ROWS:-method=dllp,method=llp_bp+warm_start=True,method=llp_bp+warm_start=True+warm_start_prior_bias=False,method=llp_bp}
 ROWS_MINIBATCH=${ROWS_MINIBATCH:-method=easyllp,method=ot}
 SHARED_TUNE=hidden=linear+learning_rate=0.01,hidden=100+learning_rate=0.003,hidden=256x256+learning_rate=0.001
 TUNE=${TUNE:-$SHARED_TUNE,optimizer=lbfgs+hidden=linear+weight_decay=0.0001+num_steps=300,optimizer=lbfgs+hidden=100+weight_decay=0.001+num_steps=300}

@@ -39,9 +39,15 @@ the LLP baselines' `init_from` fine-tuning, instead of from scratch); a
 pretrained encoder that neither uses is an error, never silently ignored.
 
 Warm start (`config.warm_start`). Before round 0 a network f⁰ = `config.model`
-trains with DLLP on the same bag loader (`training.dllp`, its output bias at
-the log label prior; with `finetune_encoder`, the encoder fine-tuned), in
-the workdir's `dllp/` so it checkpoints and resumes like the rounds. Round 0
+trains with DLLP on the same bag loader (`training.dllp`; with
+`finetune_encoder`, the encoder fine-tuned), in the workdir's `dllp/` so it
+checkpoints and resumes like the rounds. Its output bias starts at the log
+label prior (`warm_start_prior_bias`, default), or with
+`warm_start_prior_bias=False` as `prior_output_bias` says: then f⁰ is the
+network `method=dllp` trains with the same settings, and the fallback below
+means LLP-BP ends no worse than that DLLP run on its validation bags. (Adult,
+bags of 512, seed 2, MLP (100), L-BFGS: the prior bias moved the start's
+test AUC from the DLLP run's 0.821 to 0.661.) Round 0
 then builds its kNN graph on f⁰'s penultimate embedding instead of the
 inputs, and BP gets f⁰'s logits as the prior field of
 the Gibbs model: for C = 2 the unary term Σ_i f_i y_i with f_i = f⁰(x_i)_1 −
@@ -278,13 +284,15 @@ def warm_start_network(config: ml_collections.ConfigDict, data: trainer.Data, me
                        workdir: str,
                        pretrained: pretrained_lib.Pretrained | None) -> WarmStart | None:
   """The warm start's DLLP network: `training.dllp` on the same bags, trained
-  (or resumed) in `workdir`/dllp, from scratch with its output bias at the log
-  label prior, or fine-tuning `pretrained`'s encoder when given.
+  (or resumed) in `workdir`/dllp, from scratch (its output bias at the log
+  label prior unless `warm_start_prior_bias` is False), or fine-tuning
+  `pretrained`'s encoder when given.
 
   Returns None when a preemption stopped the training after saving.
   """
   stage_config = config.copy_and_resolve_references()
-  stage_config.prior_output_bias = pretrained is None
+  if config.get("warm_start_prior_bias", True):
+    stage_config.prior_output_bias = pretrained is None
   setup = llp_training.dllp(stage_config, data, mesh)
   model = setup.model or pretrained.finetune_model(data.dataset.info.num_classes)
   state = trainer.fit(stage_config, os.path.join(workdir, "dllp"), setup, model,

@@ -121,7 +121,7 @@ RESUME_MAY_CHANGE = frozenset({"log_every", "eval_every", "checkpoint_every",
 # default, as only a finished run's final choice between its stages reads it,
 # and every rerun makes that choice again.
 ADDED_KEYS = {"features_from": None, "freeze_encoder": False, "full_batch": False,
-              "warm_start_test_level": 0.05}
+              "warm_start_test_level": 0.05, "warm_start_prior_bias": True}
 
 
 def _flat(tree: dict, prefix: str = "") -> dict:
