@@ -1,4 +1,4 @@
-r"""Approximate kNN at scale: labeljax IVF beside faiss and pynndescent.
+r"""Approximate kNN at scale: labeljax IVF and NN-descent beside faiss.
 
 Data: the N x 16 points of `bp_benchmark.py` (a two-component Gaussian
 mixture, class means 1.5 apart along one axis, so nearly isotropic: the hard
@@ -13,8 +13,9 @@ would take 9-18 min).
   python benchmarks/knn.py --num_points=100000 --methods=ivf --ivf=256:16,256:32
 
 `--ivf` lists num_cells:num_probes settings of labeljax's IVF (a bare `:P`
-uses the default cells). faiss and pynndescent run only if installed
-(`pip install faiss-cpu pynndescent`); they are not labeljax dependencies.
+uses the default cells). labeljax's `method="nndescent"` needs pynndescent
+(`pip install 'labeljax[knn]'`), faiss `pip install faiss-cpu`; a method
+whose package is missing is reported as not installed.
 Each method runs in this process one after another, on all cores; CPU
 seconds (all threads) are printed beside wall seconds, as a machine shared
 with other jobs stretches the latter.
@@ -44,12 +45,15 @@ def machine() -> str:
           f"{' / '.join(f'{v:.2f}' for v in os.getloadavg())} (1 / 5 / 15 min)")
 
 
-def labeljax_ivf(x, num_cells, num_probes):
+def labeljax_knn(x, method, **options):
   import jax  # pylint: disable=g-import-not-at-top
   from labeljax.llp import knn  # pylint: disable=g-import-not-at-top
-  edges = jax.block_until_ready(knn.knn_graph(x, K, method="ivf", num_cells=num_cells,
-                                              num_probes=num_probes))
+  edges = jax.block_until_ready(knn.knn_graph(x, K, method=method, **options))
   return np.asarray(edges.receivers).reshape(-1, K)
+
+
+def labeljax_ivf(x, num_cells, num_probes):
+  return labeljax_knn(x, "ivf", num_cells=num_cells, num_probes=num_probes)
 
 
 def _drop_self(ids):
@@ -78,17 +82,11 @@ def faiss_hnsw(x, m, ef_search):
   return _drop_self(index.search(x, K + 1)[1])
 
 
-def pynndescent_graph(x):
-  import pynndescent  # pylint: disable=g-import-not-at-top
-  index = pynndescent.NNDescent(x, n_neighbors=K + 1, random_state=0)
-  return _drop_self(index.neighbor_graph[0])
-
-
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--num_points", type=int, default=1_000_000)
   parser.add_argument("--sample", type=int, default=2000, help="queries with exact ground truth")
-  parser.add_argument("--methods", default="ivf,faiss_ivf,faiss_hnsw,pynndescent")
+  parser.add_argument("--methods", default="ivf,nndescent,faiss_ivf,faiss_hnsw")
   parser.add_argument("--ivf", default="1000:32,:",
                       help="labeljax IVF settings cells:probes (empty = default)")
   parser.add_argument("--faiss_ivf", default="1000:32,4000:64", help="faiss IVF cells:nprobe")
@@ -120,8 +118,8 @@ def main():
     elif method == "faiss_hnsw":
       runs += [(f"faiss HNSWFlat M={m} efSearch={e}", faiss_hnsw, (m, e))
                for m, e in settings(args.faiss_hnsw)]
-    elif method == "pynndescent":
-      runs.append(("pynndescent NNDescent (defaults)", pynndescent_graph, ()))
+    elif method == "nndescent":
+      runs.append(("labeljax NN-descent (pynndescent defaults)", labeljax_knn, ("nndescent",)))
     else:
       raise ValueError(f"Unknown method {method!r}.")
 

@@ -1,4 +1,6 @@
-"""kNN graphs (exact and IVF), undirected edges and kernels against brute force."""
+"""kNN graphs (exact, IVF and NN-descent), undirected edges and kernels against brute force."""
+
+import sys
 
 import jax.numpy as jnp
 import numpy as np
@@ -173,3 +175,38 @@ def test_ivf_rejects_probes_too_few_for_k():
   x = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)
   with pytest.raises(ValueError, match="fewer than k \\+ 1 = 6; raise num_probes"):
     knn.knn_graph(x, 5, method="ivf", num_cells=40, num_probes=1)
+
+
+@pytest.mark.parametrize("metric", knn.METRICS)
+def test_nndescent_recall_and_distances_on_random_points(metric):
+  x = np.random.default_rng(2).normal(size=(3000, 6)).astype(np.float32)
+  x[11] = x[5]  # a duplicate: each is the other's nearest, never itself
+  edges = knn.knn_graph(x, 10, metric, method="nndescent")
+  ids = np.asarray(edges.receivers).reshape(-1, 10)
+  dist = np.asarray(edges.distances).reshape(-1, 10)
+  np.testing.assert_array_equal(np.asarray(edges.senders), np.repeat(np.arange(3000), 10))
+  assert (ids != np.arange(3000)[:, None]).all() and ids[5, 0] == 11 and ids[11, 0] == 5
+  assert (np.diff(dist, axis=1) >= 0).all()  # nearest first
+  queries = np.arange(0, 3000, 7)
+  exact_ids, _ = knn.exact_neighbors(x, queries, 10, metric)
+  assert knn.recall(edges, queries, exact_ids) >= 0.95
+  # The distances are the pairs' own.
+  x64 = x.astype(np.float64)
+  pair = x64[queries][:, None] - x64[ids[queries]]
+  if metric == "euclidean":
+    expected = np.sqrt((pair ** 2).sum(-1))
+  else:
+    u = x64 / np.linalg.norm(x64, axis=1, keepdims=True)
+    expected = 1.0 - np.einsum("qd,qkd->qk", u[queries], u[ids[queries]])
+  np.testing.assert_allclose(dist[queries], expected, atol=1e-5)
+
+
+def test_nndescent_errors_name_the_problem(monkeypatch):
+  x = np.random.default_rng(0).normal(size=(100, 4)).astype(np.float32)
+  with pytest.raises(ValueError, match="num_cells and num_probes set the IVF search; kNN "
+                                       "method 'nndescent' has no cells"):
+    knn.knn_graph(x, 5, method="nndescent", num_cells=10)
+  monkeypatch.setitem(sys.modules, "pynndescent", None)  # not installed
+  with pytest.raises(ImportError, match=r"needs the pynndescent package: pip install "
+                                        r"'labeljax\[knn\]'"):
+    knn.knn_graph(x, 5, method="nndescent")

@@ -200,7 +200,8 @@ def get_config(arg=None):
     config.num_rounds = args.rounds
     config.num_neighbors = 5
     config.knn_metric = "cosine"
-    config.knn_method = "exact"  # "ivf": approximate kNN for N in the millions (knn.knn_graph)
+    # "ivf" / "nndescent" (CPU, pynndescent): approximate kNN for N in the millions (knn.knn_graph)
+    config.knn_method = "exact"
     config.knn_cells = 0         # IVF cells; 0: about sqrt(N)
     config.knn_probes = 0        # IVF cells searched per query; 0: 5% of the cells, >= 8
     config.kernel = "matern12"

@@ -230,7 +230,8 @@ def build_llp_graph(features_or_edges, bag_ids, bag_counts, *,
     prior_log_odds: optional [N] unary log-odds f_i (e.g. a classifier's).
     allow_unbagged: allow bag id -1 (the instance then has no bag factor).
     min_bags_per_block: see `bag_blocks`.
-    knn_method: "exact" or "ivf" (approximate, for N in the millions); see
+    knn_method: "exact", "ivf" (approximate, for N in the millions) or
+      "nndescent" (approximate, on the CPU; needs pynndescent); see
       `knn.knn_graph`, which also defines the IVF `knn_cells` (num_cells) and
       `knn_probes` (num_probes) and their defaults.
 
