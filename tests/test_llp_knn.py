@@ -210,3 +210,27 @@ def test_nndescent_errors_name_the_problem(monkeypatch):
   with pytest.raises(ImportError, match=r"needs the pynndescent package: pip install "
                                         r"'labeljax\[knn\]'"):
     knn.knn_graph(x, 5, method="nndescent")
+
+
+def test_nndescent_drops_self_or_the_farthest_and_rejects_unfilled_rows(monkeypatch):
+  """labeljax's side of method 'nndescent' on a stand-in for pynndescent: a
+  row that lists itself loses that entry, one that does not (duplicates can
+  crowd it out) loses its farthest; a row left with -1 ids is an error."""
+  x = np.random.default_rng(3).normal(size=(200, 5)).astype(np.float32)
+  listed, _ = brute_force(x, knn.NNDESCENT_NEIGHBORS, "euclidean")
+  graph = np.concatenate([np.arange(200)[:, None], listed[:, :-1]], axis=1)
+  graph[7] = listed[7]  # row 7 does not list itself
+  graph[9] = graph[9][::-1]  # pynndescent's order is not relied on
+
+  class StandIn:
+    def __init__(self, data, metric, n_neighbors, random_state):
+      assert n_neighbors == graph.shape[1] and metric == "euclidean"
+      self.neighbor_graph = (graph, None)
+
+  monkeypatch.setitem(sys.modules, "pynndescent", type(sys)("pynndescent"))
+  sys.modules["pynndescent"].NNDescent = StandIn
+  edges = knn.knn_graph(x, 4, method="nndescent")
+  np.testing.assert_array_equal(np.asarray(edges.receivers).reshape(-1, 4), listed[:, :4])
+  graph[3, 5:] = -1
+  with pytest.raises(RuntimeError, match="NN-descent left 1 of 200 points with fewer than 30"):
+    knn.knn_graph(x, 4, method="nndescent")
