@@ -63,8 +63,9 @@ exact and 5-7 s "saddlepoint" (nice -n 19), for the same marginal accuracy
 round's training takes minutes.
 `warm_start=True` (llp_bp, binary or multi-class) first trains a DLLP
 network (prior bias on; `warm_start_prior_bias=False`: as `prior_bias` says,
-the very network method=dllp trains with the same settings) in WORKDIR/dllp: round 0's kNN graph is built on its
-embedding and BP gets its logits as prior field (round 0 with
+the very network method=dllp trains with the same settings) in WORKDIR/dllp:
+round 0's kNN graph is built on its embedding and BP gets its logits as
+prior field (round 0 with
 `warm_start_lambda_sim`, 0.1); it is also a selection candidate (round -1),
 kept unless the best round's per-bag validation losses are lower by a paired
 t-test at `warm_start_test_level` (0.05).

@@ -12,9 +12,9 @@
 # 10x weight decay) for EasyLLP and OT, whose objectives have none ($TUNE_MINIBATCH).
 # Rows: DLLP, LLP-BP as in the paper (round 0 on the inputs' kNN graph) and
 # warm-started (round 0 on a DLLP network's embedding and logits; the DLLP
-# network also competes), with its DLLP network's output bias at the label
-# prior or, warm_start_prior_bias=False, as the DLLP row's, EasyLLP, OT pseudo-labels; then, untuned, the floor
-# the bag counts alone give, the linear DLLP reference (numpy + L-BFGS, its L2
+# network also competes), that network's output bias at the label prior or,
+# with warm_start_prior_bias=False, as the DLLP row's (the same network),
+# EasyLLP, OT pseudo-labels; then, untuned, the floor the bag counts alone give, the linear DLLP reference (numpy + L-BFGS, its L2
 # chosen on the same validation bags) and the supervised ceiling.
 # Every run is cached under $RUNS, so rerunning only fills in missing cells;
 # SKIP (row@column,...) leaves cells out, shown as "—".
