@@ -14,8 +14,9 @@
 # warm-started (round 0 on a DLLP network's embedding and logits; the DLLP
 # network also competes), that network's output bias at the label prior or,
 # with warm_start_prior_bias=False, as the DLLP row's (the same network),
-# EasyLLP, OT pseudo-labels; then, untuned, the floor the bag counts alone give, the linear DLLP reference (numpy + L-BFGS, its L2
-# chosen on the same validation bags) and the supervised ceiling.
+# EasyLLP, OT pseudo-labels; then, untuned, the floor the bag counts alone
+# give, the linear DLLP reference (numpy + L-BFGS, its L2 chosen on the same
+# validation bags) and the supervised ceiling.
 # Every run is cached under $RUNS, so rerunning only fills in missing cells;
 # SKIP (row@column,...) leaves cells out, shown as "—".
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp.sh
