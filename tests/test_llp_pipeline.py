@@ -240,7 +240,8 @@ def test_warm_start_without_prior_bias_is_the_dllp_run_with_the_same_settings(
 def test_warm_started_llp_bp_keeps_its_dllp_start_unless_a_round_is_significantly_better(
     tmp_path, monkeypatch):
   """The best round replaces the DLLP start only when the paired test over the
-  validation bags' losses (the same bags for both) gives p below the level."""
+  validation bags' losses (the same bags for both) gives p below the level, on
+  at least `llp_bp.MIN_TEST_BAGS` bags."""
   config = _warm_start_config()
   tests = []
 
@@ -261,6 +262,12 @@ def test_warm_started_llp_bp_keeps_its_dllp_start_unless_a_round_is_significantl
     # The start's per-bag losses, then round 0's: their means are the logged losses.
     assert incumbent.mean() == pytest.approx(rounds[0]["validation_bag_loss"], rel=1e-6)
     assert candidate.mean() == pytest.approx(rounds[1]["validation_bag_loss"], rel=1e-6)
+  # Two validation bags (32 examples, bags of 16) cannot show a round better,
+  # whatever the test says.
+  monkeypatch.setattr(llp_training, "paired_improvement_p_value", lambda a, b: 0.0)
+  few_bags = train_and_evaluate(_warm_start_config(num_validation=32, validation_fraction=None),
+                                str(tmp_path / "few_bags"))
+  assert few_bags["selected_round"] == -1 and few_bags["round_vs_start_p_value"] == 0.0
   with pytest.raises(ValueError, match=r"warm_start_test_level=0.0 is the level of the test"):
     train_and_evaluate(_warm_start_config(warm_start_test_level=0), str(tmp_path / "bad"))
 

@@ -68,7 +68,7 @@ round 0's kNN graph is built on its embedding and BP gets its logits as
 prior field (round 0 with
 `warm_start_lambda_sim`, 0.1); it is also a selection candidate (round -1),
 kept unless the best round's per-bag validation losses are lower by a paired
-t-test at `warm_start_test_level` (0.05).
+t-test at `warm_start_test_level` (0.05) on at least 3 validation bags.
 Adult / llp_bp_bank, seed 0, 1000 steps, test AUC (warm / paper-faithful /
 DLLP prior_bias=True): bag 128 0.867 / 0.682 / 0.871 and 0.735 / 0.473 /
 0.688; bag 512 0.846 / 0.648 / 0.854 and 0.693 / 0.391 / 0.583. Round 0 stays within 0.003 of

@@ -163,11 +163,10 @@ def oracle_metrics(name: str, scores: np.ndarray, labels: np.ndarray,
   return out
 
 
-def validation_bag_monitor(config, data: Data, pool_size: int, mesh):
+def validation_bag_monitor(config, data: Data, bags: bags_lib.Bags, mesh):
   """`Setup.monitor` of an LLP method: `(state, predict) -> {validation_bag_loss,
-  oracle_*}`, the loss on validation bags (what selects) beside instance metrics
-  (which never do)."""
-  bags = validation_bags(config, data, pool_size)
+  oracle_*}`, the loss on the validation bags `bags` (what selects) beside
+  instance metrics (which never do)."""
 
   def monitor(state, predict) -> dict[str, float]:
     logits, _, labels = evaluate_lib.predict_split(
@@ -236,8 +235,10 @@ def bag_setup_parts(config, data: Data, mesh):
                      "new classifier: drop one of them.")
   # With init_from the trainer fine-tunes the pretrained encoder instead.
   model = None if config.get("init_from") else build_model(config, data.dataset.info, prior)
-  monitor = (validation_bag_monitor(config, data, len(loader.examples), mesh)
-             if len(data.validation) else None)
+  monitor = None
+  if len(data.validation):
+    bags = validation_bags(config, data, len(loader.examples))
+    monitor = validation_bag_monitor(config, data, bags, mesh)
   return loader, prior, model, monitor
 
 
