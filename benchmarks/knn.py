@@ -56,30 +56,24 @@ def labeljax_ivf(x, num_cells, num_probes):
   return labeljax_knn(x, "ivf", num_cells=num_cells, num_probes=num_probes)
 
 
-def _drop_self(ids):
-  """k of k + 1 neighbours, the query itself removed (or the last if absent)."""
-  n = len(ids)
-  is_self = ids == np.arange(n)[:, None]
-  is_self[~is_self.any(1), -1] = True
-  return ids[~is_self].reshape(n, -1)
-
-
 def faiss_ivf(x, num_cells, num_probes):
   import faiss  # pylint: disable=g-import-not-at-top
+  from labeljax.llp import knn  # pylint: disable=g-import-not-at-top
   index = faiss.IndexIVFFlat(faiss.IndexFlatL2(x.shape[1]), x.shape[1], num_cells)
   index.train(x)
   index.add(x)
   index.nprobe = num_probes
-  return _drop_self(index.search(x, K + 1)[1])
+  return knn.drop_self_matches(index.search(x, K + 1)[1])
 
 
 def faiss_hnsw(x, m, ef_search):
   import faiss  # pylint: disable=g-import-not-at-top
+  from labeljax.llp import knn  # pylint: disable=g-import-not-at-top
   index = faiss.IndexHNSWFlat(x.shape[1], m)
   index.hnsw.efConstruction = 40
   index.add(x)
   index.hnsw.efSearch = ef_search
-  return _drop_self(index.search(x, K + 1)[1])
+  return knn.drop_self_matches(index.search(x, K + 1)[1])
 
 
 def main():

@@ -407,6 +407,17 @@ def _ivf_graph(x, k, metric, num_cells, num_probes, kmeans_iterations, seed, que
                      capacity=_round_up(max(max_size, k + 1), group), group=group)
 
 
+def drop_self_matches(ids: np.ndarray) -> np.ndarray:
+  """Neighbour lists [N, m] of points 0..N−1 without each point itself: [N, m − 1].
+
+  A row that does not list its point (duplicates can displace it) loses its
+  last entry, the farthest, instead.
+  """
+  is_self = ids == np.arange(len(ids))[:, None]
+  is_self[~is_self.any(1), -1] = True
+  return ids[~is_self].reshape(len(ids), ids.shape[1] - 1)
+
+
 def _nndescent_graph(x: np.ndarray, k: int, metric: str, seed: int) -> Edges:
   """`knn_graph(method="nndescent")`: pynndescent's graph of max(k + 1,
   NNDESCENT_NEIGHBORS) neighbours, each point's self-match dropped (or, where
@@ -425,9 +436,7 @@ def _nndescent_graph(x: np.ndarray, k: int, metric: str, seed: int) -> Edges:
   if (ids < 0).any():
     raise RuntimeError(f"NN-descent left {int((ids < 0).any(1).sum())} of {n} points with "
                        f"fewer than {num_neighbors} neighbours; use method 'ivf' or 'exact'.")
-  is_self = ids == np.arange(n)[:, None]
-  is_self[~is_self.any(1), -1] = True  # no self-match listed: drop the farthest
-  ids = ids[~is_self].reshape(n, num_neighbors - 1)
+  ids = drop_self_matches(ids)
   prepared, scale, bias = _prepare(jnp.asarray(x), metric)
   scores = scale * jnp.einsum("nd,nkd->nk", prepared, prepared[ids]) - bias[ids]
   scores, order = lax.top_k(scores, k)  # nearest first
