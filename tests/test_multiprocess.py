@@ -103,13 +103,18 @@ def _start_two_processes(workdir, num_steps, logs):
 
 
 def test_two_processes_match_one_process(tmp_path):
+  # 20 steps: the two topologies sum in different orders, and Adam lets those
+  # rounding differences grow (after 200 steps some weights differ by 0.009,
+  # the validation loss by 1.6e-4), while 20 steps of other batches already
+  # move the parameters by far more than the tolerance.
+  num_steps = 20
   # One process with 4 devices and the default data order ...
-  single = _run(tmp_path / "single", 200)
+  single = _run(tmp_path / "single", num_steps)
   # ... equals 2 processes x 1 device with the same config: the global batches
   # do not depend on the topology. (With 2 devices per process XLA's CPU
   # collectives hang now and then; see `parallel.initialize_distributed`.)
   logs = [tmp_path / f"process_{i}.log" for i in range(2)]
-  _, procs = _start_two_processes(tmp_path / "multi", 200, logs)
+  _, procs = _start_two_processes(tmp_path / "multi", num_steps, logs)
   deadline = time.time() + 600
   try:
     for p in procs:
@@ -124,14 +129,14 @@ def test_two_processes_match_one_process(tmp_path):
                          for i, log in enumerate(logs))
   assert [p.returncode for p in procs] == [0, 0], logs_text
   multi = json.loads((tmp_path / "multi" / "results.json").read_text())
-  assert multi["step"] == single["step"] == 200
+  assert multi["step"] == single["step"] == num_steps
   for split in ("test", "validation"):
     assert multi[split]["num_examples"] == single[split]["num_examples"]
     for key in ("loss", "accuracy", "auc"):
       np.testing.assert_allclose(multi[split][key], single[split][key], rtol=1e-4)
   # The trained parameters themselves, not only the metrics: the same up to
   # the order of floating-point sums (4 devices vs 2 processes).
-  params = [pretrained_lib.restore_on_host(str(tmp_path / run / "checkpoints"), 200)["params"]
+  params = [pretrained_lib.restore_on_host(str(tmp_path / run / "checkpoints"), num_steps)["params"]
             for run in ("single", "multi")]
   for a, b in zip(jax.tree.leaves(params[0]), jax.tree.leaves(params[1])):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
