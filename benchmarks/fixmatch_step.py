@@ -10,15 +10,17 @@ of the parameters.
 
 The JAX step is the library's: `models.get_model`, `create_train_state`,
 `make_optimizer`, `make_train_step` with a FixMatch loss composed as in
-`labeljax/ssl/training.py`, jitted with the state donated on a one-device
-mesh, as `trainer.fit` does. USB needs torchvision, which has no CPU build
-here, so the PyTorch side re-implements its WRN-28-2 (semilearn/nets/wrn/wrn.py)
-and FixMatch step. `small_cnn` is labeljax's SmallCNN (widths 16, 32, 64, as in
+`labeljax/ssl/training.py`, jitted with the state donated on a mesh of
+`--devices` CPU devices (default one; with more, each takes a slice of the
+batch, as `trainer.fit` splits it over all devices). USB needs torchvision,
+which has no CPU build here, so the PyTorch side re-implements its WRN-28-2
+(semilearn/nets/wrn/wrn.py) and FixMatch step. `small_cnn` is labeljax's SmallCNN (widths 16, 32, 64, as in
 experiments/configs/ssl.py) on 28×28×1 inputs against the same CNN in PyTorch.
 
   pip install torch==2.13.0    # CPU build; the benchmark's only extra dependency
   python benchmarks/fixmatch_step.py --model=both --steps=8 --warmup=1
   python benchmarks/fixmatch_step.py --model=small_cnn --cores=1   # pinned to one core
+  python benchmarks/fixmatch_step.py --model=wrn28_2 --devices=2   # batch over 2 CPU devices
 
 Both steps take already augmented float32 views (the model step alone); the
 JAX on-device augmentation of a step's views (labeled weak, unlabeled weak
@@ -108,9 +110,9 @@ def fixmatch_loss(model, algorithm):
   return loss_fn
 
 
-def jax_setup(workload: Workload, views: dict):
+def jax_setup(workload: Workload, views: dict, num_devices: int):
   """(state, compiled `step(state)`, compile seconds, parameter count)."""
-  mesh = parallel.make_mesh(jax.devices()[:1])
+  mesh = parallel.make_mesh(jax.devices()[:num_devices])
   model = models.get_model(workload.model, NUM_CLASSES, **workload.model_kwargs)
   algorithm = get_algorithm("fixmatch", threshold=THRESHOLD)
   tx = optim.make_optimizer(ml_collections.ConfigDict(dict(
@@ -271,7 +273,7 @@ def describe(name: str, seconds: list[float], images: int) -> str:
           f"  {1 / median:8.3f} steps/s  {images / median:9.1f} images/s")
 
 
-def run(name: str, steps: int, warmup: int):
+def run(name: str, steps: int, warmup: int, num_devices: int):
   workload = WORKLOADS[name]
   num_unlabeled = BATCH_SIZE * UNLABELED_RATIO
   images_per_step = BATCH_SIZE + 2 * num_unlabeled
@@ -287,7 +289,7 @@ def run(name: str, steps: int, warmup: int):
   print(f"\n== {name}: {BATCH_SIZE} labeled + {num_unlabeled} weak + {num_unlabeled} "
         f"strong = {images_per_step} images of {shape} per step ==")
 
-  state, jax_step, compile_s, jax_params = jax_setup(workload, views)
+  state, jax_step, compile_s, jax_params = jax_setup(workload, views, num_devices)
   torch_step, torch_params = torch_setup(workload, views)
   draw_views, augment_compile_s = jax_augment_setup(workload, images)
   print(f"  parameters: labeljax {jax_params:,}, torch {torch_params:,}")
@@ -357,6 +359,10 @@ def main():
   parser.add_argument("--cores", type=int, default=None,
                       help="pin both frameworks to this many cores (default: all "
                            "the process may use); --cores=1 is the single-core mode")
+  parser.add_argument("--devices", type=int, default=1,
+                      help="CPU devices the JAX step's batch is split over (data "
+                           "parallel, as trainer.fit runs on all devices); XLA's "
+                           "thread pools stay sized to the cores")
   args = parser.parse_args()
   if args.steps < 1 or args.warmup < 1:
     parser.error("--steps and --warmup must be >= 1.")
@@ -364,6 +370,10 @@ def main():
     if args.cores < 1:
       parser.error("--cores must be >= 1.")
     _pin_to(args.cores)
+  if args.devices < 1 or (BATCH_SIZE * UNLABELED_RATIO) % args.devices:
+    parser.error(f"--devices must divide the batches ({BATCH_SIZE} and "
+                 f"{BATCH_SIZE * UNLABELED_RATIO}), got {args.devices}.")
+  jax.config.update("jax_num_cpu_devices", args.devices)
   cores = sorted(os.sched_getaffinity(0))
   # The same thread budget on both sides: torch gets one thread per core of
   # the mask, and XLA sized its pools from the same mask.
@@ -372,14 +382,14 @@ def main():
   print(f"{_cpu_model()}, {os.cpu_count()} cores on the machine; this run uses "
         f"cores {cores} (1-min load average {load:.2f} at the start)")
   print(f"torch {torch.__version__} with {torch.get_num_threads()} threads; jax "
-        f"{jax.__version__} on {jax.devices()[0].platform}, its pools sized to "
-        f"{len(cores)} cores")
+        f"{jax.__version__} on {args.devices} {jax.devices()[0].platform} device(s), its "
+        f"pools sized to {len(cores)} cores")
   if load > os.cpu_count() - len(cores) + 0.5:
     # Other processes' load slows both sides, not necessarily alike.
     print(f"WARNING: the load ({load:.2f}) leaves less than {len(cores)} idle cores; "
           "the ratio below is unreliable.")
   for name in WORKLOADS if args.model == "both" else [args.model]:
-    run(name, args.steps, args.warmup)
+    run(name, args.steps, args.warmup, args.devices)
   print(f"\n1-min load average at the end: {os.getloadavg()[0]:.2f}")
 
 
