@@ -14,8 +14,9 @@ The JAX step is the library's: `models.get_model`, `create_train_state`,
 `--devices` CPU devices (default one; with more, each takes a slice of the
 batch, as `trainer.fit` splits it over all devices). USB needs torchvision,
 which has no CPU build here, so the PyTorch side re-implements its WRN-28-2
-(semilearn/nets/wrn/wrn.py) and FixMatch step. `small_cnn` is labeljax's SmallCNN (widths 16, 32, 64, as in
-experiments/configs/ssl.py) on 28×28×1 inputs against the same CNN in PyTorch.
+(semilearn/nets/wrn/wrn.py) and FixMatch step. `small_cnn` is labeljax's
+SmallCNN (widths 16, 32, 64, as in experiments/configs/ssl.py) on 28×28×1
+inputs against the same CNN in PyTorch.
 
   pip install torch==2.13.0    # CPU build; the benchmark's only extra dependency
   python benchmarks/fixmatch_step.py --model=both --steps=8 --warmup=1
@@ -370,9 +371,9 @@ def main():
     if args.cores < 1:
       parser.error("--cores must be >= 1.")
     _pin_to(args.cores)
-  if args.devices < 1 or (BATCH_SIZE * UNLABELED_RATIO) % args.devices:
-    parser.error(f"--devices must divide the batches ({BATCH_SIZE} and "
-                 f"{BATCH_SIZE * UNLABELED_RATIO}), got {args.devices}.")
+  if args.devices < 1 or BATCH_SIZE % args.devices:  # then it divides μ·B too
+    parser.error(f"--devices must divide the labeled batch ({BATCH_SIZE}), "
+                 f"got {args.devices}.")
   jax.config.update("jax_num_cpu_devices", args.devices)
   cores = sorted(os.sched_getaffinity(0))
   # The same thread budget on both sides: torch gets one thread per core of

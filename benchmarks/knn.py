@@ -113,8 +113,8 @@ def main():
       runs += [(f"faiss HNSWFlat M={m} efSearch={e}", faiss_hnsw, (m, e))
                for m, e in settings(args.faiss_hnsw)]
     elif method == "nndescent":
-      runs.append((f"labeljax NN-descent ({knn.NNDESCENT_NEIGHBORS} neighbours built)", labeljax_knn,
-                   ("nndescent",)))
+      name = f"labeljax NN-descent ({knn.NNDESCENT_NEIGHBORS} neighbours built)"
+      runs.append((name, labeljax_knn, ("nndescent",)))
     else:
       raise ValueError(f"Unknown method {method!r}.")
 
