@@ -131,6 +131,12 @@ def test_tuning_on_validation_bags_never_reads_instance_labels(tmp_path, monkeyp
   shuffled_monitors, shuffled_selected = tune("shuffled")
   assert ([m["validation_bag_loss"] for m in shuffled_monitors]
           == [m["validation_bag_loss"] for m in monitors])
+  # The per-bag losses (what sweep.py --select_paired tests on) neither.
+  assert ([m["validation_bag_losses"] for m in shuffled_monitors]
+          == [m["validation_bag_losses"] for m in monitors])
+  for m in monitors:
+    assert len(m["validation_bag_losses"]) > 1
+    assert np.mean(m["validation_bag_losses"]) == pytest.approx(m["validation_bag_loss"])
   assert shuffled_selected["tune"] == selected["tune"]
   assert all(abs(s["oracle_validation_auc"] - m["oracle_validation_auc"]) > 0.01
              for s, m in zip(shuffled_monitors, monitors))
@@ -241,7 +247,7 @@ def test_warm_started_llp_bp_keeps_its_dllp_start_unless_a_round_is_significantl
     tmp_path, monkeypatch):
   """The best round replaces the DLLP start only when the paired test over the
   validation bags' losses (the same bags for both) gives p below the level, on
-  at least `llp_bp.MIN_TEST_BAGS` bags."""
+  at least `training.MIN_TEST_BAGS` bags."""
   config = _warm_start_config()
   tests = []
 

@@ -94,3 +94,53 @@ def test_sweep_tunes_each_seed_on_the_select_key(tmp_path):
        f"--workdir={tmp_path / 'runs'}", f"--tune={','.join(tune)}"],
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert refused.returncode != 0 and "--tune with several settings needs --select" in refused.stderr
+
+
+def test_paired_selection_keeps_the_first_setting_unless_another_is_clearly_better(tmp_path):
+  """--select_paired: the setting with the lowest mean replaces the first one
+  only if its per-bag losses are lower by the paired test, on at least 3 bags.
+  The runs are written here (a sweep reads a finished run's results.json)."""
+  tune = ["hidden=linear", "hidden=100"]
+  rng = np.random.default_rng(0)
+
+  def write_run(seed, setting, losses, auc):
+    workdir = tmp_path / "runs" / f"method-dllp__{setting.replace('=', '-')}__seed-{seed}"
+    workdir.mkdir(parents=True)
+    (workdir / "sweep_config.txt").write_text(
+        f"experiments/configs/llp.py:method=dllp,{setting},seed={seed}")
+    (workdir / "results.json").write_text(json.dumps({"test": {"auc": auc}, "monitor": {
+        "validation_bag_loss": float(np.mean(losses)),
+        "validation_bag_losses": [float(x) for x in losses]}}))
+
+  first = rng.normal(0.36, 0.01, size=17)
+  noise = rng.normal(0, 1e-3, size=17)
+  seconds = {
+      0: first + noise - noise.mean() - 1e-4,  # lower mean, within the bags' noise
+      1: first - 1e-3 + rng.normal(0, 1e-5, size=17),  # lower on every bag
+  }
+  for seed, second in seconds.items():
+    write_run(seed, tune[0], first, 0.7)
+    write_run(seed, tune[1], second, 0.3)
+  write_run(2, tune[0], first[:2], 0.7)  # lower on every bag, but only 2 bags
+  write_run(2, tune[1], first[:2] - 1e-3, 0.3)
+
+  def sweep(*extra):
+    result = subprocess.run(
+        [sys.executable, "-m", "experiments.sweep", "--config=experiments/configs/llp.py",
+         f"--workdir={tmp_path / 'runs'}", "--rows=method=dllp", "--seeds=0,1,2",
+         "--metric=test.auc", f"--tune={','.join(tune)}",
+         "--select=monitor.validation_bag_loss", f"--output={tmp_path / 'table.md'}",
+         *extra], cwd=REPO, capture_output=True, text=True, timeout=300)
+    if result.returncode:
+      return result
+    return [l for l in (tmp_path / "table.md").read_text().splitlines()
+            if l.startswith("| method=dllp")]
+
+  assert sweep() == ["| method=dllp | 0.300 ± 0.000 |",
+                     "| method=dllp | hidden=100 / hidden=100 / hidden=100 |"]
+  paired = sweep("--select_paired=monitor.validation_bag_losses")
+  assert paired == ["| method=dllp | 0.567 ± 0.189 |",
+                    "| method=dllp | hidden=linear / hidden=100 / hidden=linear |"]
+  assert "paired t-test at level 0.05" in (tmp_path / "table.md").read_text()
+  refused = sweep("--select_paired=monitor.validation_bag_losses", "--select_test_level=0")
+  assert refused.returncode != 0 and "--select_test_level=0 is the level" in refused.stderr

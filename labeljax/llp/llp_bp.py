@@ -74,7 +74,9 @@ t = (d_1 + d_2) / |d_1 − d_2| only asks whether both moved alike, which any
 shift of the output bias does. A round that passed it (p = 0.021) was then
 picked among 5 settings for its lower loss, at test AUC 0.721 against the
 start's 0.739 (Adult, bags of 2048, seed 1). So with fewer than
-`MIN_TEST_BAGS` validation bags the start is kept.
+`training.MIN_TEST_BAGS` validation bags the start is kept
+(`training.clearly_lower`, which experiments/sweep.py's `--select_paired`
+also uses to choose among settings).
 """
 
 import os
@@ -104,8 +106,6 @@ from labeljax.train.step import LossAux, apply_model, model_inputs
 
 # What round 0's kNN graph is built on (config.graph_representation).
 GRAPH_REPRESENTATIONS = ("inputs", "pretrained")
-# The fewest validation bags on which a round may replace its DLLP start.
-MIN_TEST_BAGS = 3
 
 
 class BagHeadModel(nn.Module):
@@ -353,10 +353,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     return (validation_monitor(state, predict),
             trainer.evaluate(config, predict, state, data.dataset.test, mesh))
 
-  def candidate(round_index, state, predict, selection, test):
-    logits, _, _ = predictions(state, data.validation, predict)
+  def candidate(round_index, selection, test):
     return {"round": round_index, "monitor": selection, "test": test,
-            "bag_losses": llp_training.validation_bag_losses(logits, validation_bags)}
+            "bag_losses": np.asarray(selection["validation_bag_losses"])}
 
   best, start, prior_logits, steps_offset = None, None, None, 0
   if warm_start:
@@ -371,7 +370,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                          **{f"test_{k}": v for k, v in test.items()}},
                  stage="dllp")
     if config.get("warm_start_candidate", True):
-      start = candidate(-1, warm.state, warm.predict, selection, test)
+      start = candidate(-1, selection, test)
   elif representation_name == "inputs":
     representation = flat_inputs(pool_examples)
   else:
@@ -411,21 +410,22 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                   **{f"test_{k}": v for k, v in test.items()}}, stage=stage)
     if (best is None or selection["validation_bag_loss"]
         < best["monitor"]["validation_bag_loss"]):
-      best = candidate(round_index, state, predict, selection, test)
+      best = candidate(round_index, selection, test)
     _, representation, _ = predictions(state, pool_examples)
 
   extra = {}
   if start is not None:  # The best round must clearly beat its DLLP start.
-    p_value = llp_training.paired_improvement_p_value(start["bag_losses"],
-                                                      best["bag_losses"])
+    better, p_value = llp_training.clearly_lower(
+        start["bag_losses"], best["bag_losses"], config.get("warm_start_test_level", 0.05))
     num_bags = len(start["bag_losses"])
     logging.info("LLP-BP round %d against its DLLP start on %d validation bags: p = %.3g.",
                  best["round"], num_bags, p_value)
-    if num_bags < MIN_TEST_BAGS:
+    if num_bags < llp_training.MIN_TEST_BAGS:
       logging.warning("%d validation bags cannot show a round better than the DLLP "
                       "start (at least %d are needed): the start is kept. More "
-                      "validation_fraction gives more bags.", num_bags, MIN_TEST_BAGS)
-    if num_bags < MIN_TEST_BAGS or not p_value < config.get("warm_start_test_level", 0.05):
+                      "validation_fraction gives more bags.", num_bags,
+                      llp_training.MIN_TEST_BAGS)
+    if not better:
       best = start
     extra = {"round_vs_start_p_value": p_value}
   # As a single-stage LLP method's: the selected model's "monitor" and "test".

@@ -2,11 +2,13 @@
 
 Every `write` appends `{"step", "split", ["stage",] **metrics}` to
 `metrics.jsonl` (replacing an earlier row of the same stage, step and split,
-so a reader finds one value each, also after a resume), adds the numbers to TensorBoard event files in the same
-directory (tags `split/metric`; `tensorboard --logdir WORKDIR` shows them, no
-TensorFlow needed), and logs one line. Multi-stage pipelines (LLP-BP rounds,
-distillation students, SimCLRv2 stages) name the stage, and their steps count
-training steps, not rounds.
+so a reader finds one value each, also after a resume), adds the numbers to
+TensorBoard event files in the same directory (tags `split/metric`;
+`tensorboard --logdir WORKDIR` shows them, no TensorFlow needed), and logs one
+line. A list (per-bag losses) goes to `metrics.jsonl` only; the log line
+gives its length. Multi-stage pipelines (LLP-BP rounds, distillation
+students, SimCLRv2 stages) name the stage, and their steps count training
+steps, not rounds.
 """
 
 import json
@@ -21,6 +23,14 @@ from tensorboardX import SummaryWriter
 
 def _key(row: dict) -> tuple:
   return row.get("stage"), row["step"], row["split"]
+
+
+def _format(name: str, value) -> str:
+  if isinstance(value, float):
+    return f"{name}={value:.4g}"
+  if isinstance(value, list):  # e.g. per-bag losses: in metrics.jsonl, not the log
+    return f"{name}=[{len(value)} values]"
+  return f"{name}={value}"
 
 
 class MetricWriter:
@@ -61,8 +71,7 @@ class MetricWriter:
     self._keys = {_key(row) for row in kept}
 
   def write(self, step: int, split: str, metrics: dict, stage: str | None = None) -> None:
-    text = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in metrics.items())
+    text = ", ".join(_format(k, v) for k, v in metrics.items())
     where = f"{stage}, step {step}" if stage else f"step {step}"
     logging.info("[%s] %s: %s", where, split, text)
     if not self._enabled:
