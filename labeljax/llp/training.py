@@ -28,6 +28,7 @@ from labeljax.train.trainer import Data, Setup, load_data, write_results
 # moved alike, which any shift of the output bias does (llp_bp's docstring).
 MIN_TEST_BAGS = 3
 
+
 def bags_over(config: ml_collections.ConfigDict, examples: datasets.Examples,
               info: datasets.DataInfo, seed: int, validation_share: float = 0.0
               ) -> bags_lib.Bags:
@@ -191,7 +192,7 @@ def validation_bag_monitor(config, data: Data, bags: bags_lib.Bags, mesh):
   (their mean, and each bag's: what selects) beside instance metrics (which
   never do)."""
 
-  def monitor(state, predict) -> dict[str, float]:
+  def monitor(state, predict) -> dict:
     logits, _, labels = evaluate_lib.predict_split(
         predict, state.params, state.model_state, data.validation,
         config.eval_batch_size, mesh)
