@@ -9,16 +9,16 @@
 # log label prior, which the bag counts give (prior_bias=True): from a zero
 # bias the first steps push every prediction down to the prior, and with few
 # large bags that shared push can rank the positives last (llp_bp_bank, bags
-# of 512: selected DLLP 0.589 without it, 0.740 with it). The first 3 settings (the MLP's capacity and
-# learning rate, AdamW on minibatches of bags) are shared; the last 2 are
-# full-batch L-BFGS fits for the methods whose objective has a minimum to fit
-# (DLLP and LLP-BP: $TUNE), and 2 more AdamW settings (lower learning rate,
-# 10x weight decay) for EasyLLP and OT, whose objectives have none ($TUNE_MINIBATCH).
+# of 512: selected DLLP 0.589 without it, 0.740 with it). The first 3
+# settings (the MLP's capacity and learning rate, AdamW on minibatches of
+# bags) are shared; the last 2 are full-batch L-BFGS fits for the methods
+# whose objective has a minimum to fit (DLLP and LLP-BP: $TUNE), and 2 more
+# AdamW settings (lower learning rate, 10x weight decay) for EasyLLP and OT,
+# whose objectives have none ($TUNE_MINIBATCH).
 # Rows: DLLP, LLP-BP warm-started (round 0 on the DLLP row's network: its
 # embedding and logits; that network also competes) and as in the paper
 # (round 0 on the inputs' kNN graph), EasyLLP, OT pseudo-labels; then,
-# untuned, the floor the bag counts alone
-# give, the linear DLLP reference (numpy + L-BFGS, its L2 chosen on the same
+# untuned, the floor the bag counts alone give, the linear DLLP reference (numpy + L-BFGS, its L2 chosen on the same
 # validation bags) and the supervised ceiling.
 # SELECT_PAIRED=monitor.validation_bag_losses adds, from the same runs, the
 # choice of sweep.py --select_paired: each seed's first setting (linear,
