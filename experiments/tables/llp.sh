@@ -18,8 +18,9 @@
 # Rows: DLLP, LLP-BP warm-started (round 0 on the DLLP row's network: its
 # embedding and logits; that network also competes) and as in the paper
 # (round 0 on the inputs' kNN graph), EasyLLP, OT pseudo-labels; then,
-# untuned, the floor the bag counts alone give, the linear DLLP reference (numpy + L-BFGS, its L2 chosen on the same
-# validation bags) and the supervised ceiling.
+# untuned, the floor the bag counts alone give, the linear DLLP reference
+# (numpy + L-BFGS, its L2 chosen on the same validation bags) and the
+# supervised ceiling.
 # SELECT_PAIRED=monitor.validation_bag_losses adds, from the same runs, the
 # choice of sweep.py --select_paired: each seed's first setting (linear,
 # AdamW) unless the lowest loss beats it on the same validation bags by a
