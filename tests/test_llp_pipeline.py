@@ -169,29 +169,46 @@ def test_llp_bp_rounds_select_on_validation_bags_only(tmp_path):
 
 
 def _warm_start_config(**overrides):
-  return _config("llp_bp", warm_start=True, num_rounds=1, bp_sweeps=10, **overrides)
+  return _config("llp_bp", **{"warm_start": True, "num_rounds": 1, "bp_sweeps": 10,
+                               **overrides})
 
 
 def test_warm_started_llp_bp_starts_bp_from_the_dllp_network(tmp_path, monkeypatch):
   """Round 0's kNN graph is built on the DLLP network's embedding and BP's prior
-  field is its logits; the DLLP network is a selection candidate (round -1)."""
-  warm_starts, graph_calls = [], []
+  field is its logits, at warm_start_lambda_sim; round 1 does the same with
+  round 0's network. The DLLP network is a selection candidate (round -1)."""
+  warm_starts, graph_calls, pool_predictions = [], [], []
   make_warm_start, graph_marginals = llp_bp.warm_start_network, llp_bp.graph_marginals
+  predict_split = evaluate_lib.predict_split
 
   def spy_warm_start(*args):
     warm_starts.append(make_warm_start(*args))
     return warm_starts[-1]
 
   def spy_graph(representation, bags, config, prior_logits=None):
-    graph_calls.append((representation, prior_logits))
+    graph_calls.append((representation, prior_logits, config.lambda_sim))
     return graph_marginals(representation, bags, config, prior_logits)
+
+  def spy_predict_split(predict_fn, params, model_state, examples, *args):
+    outputs = predict_split(predict_fn, params, model_state, examples, *args)
+    if len(examples) == len(data.split.labeled) + len(data.split.unlabeled):
+      pool_predictions.append(outputs)  # The pool's: graph inputs of the next round.
+    return outputs
 
   monkeypatch.setattr(llp_bp, "warm_start_network", spy_warm_start)
   monkeypatch.setattr(llp_bp, "graph_marginals", spy_graph)
-  config = _warm_start_config()
+  monkeypatch.setattr(evaluate_lib, "predict_split", spy_predict_split)
+  config = _warm_start_config(num_rounds=2, warm_start_lambda_sim=0.25)
+  data = trainer.load_data(config)
   results = train_and_evaluate(config, str(tmp_path))
-  assert len(warm_starts) == 1 and len(graph_calls) == 1
-  (warm,), (representation, prior_logits) = warm_starts, graph_calls[0]
+  assert len(warm_starts) == 1 and len(graph_calls) == 2 and len(pool_predictions) == 3
+  # Each round's graph: the embedding and logits of the network before it.
+  for (representation, prior_logits, lambda_sim), (logits, embedding, _) in zip(
+      graph_calls, pool_predictions):
+    np.testing.assert_array_equal(representation, embedding)
+    np.testing.assert_array_equal(prior_logits, logits)
+    assert lambda_sim == 0.25
+  (warm,), (representation, prior_logits, _) = warm_starts, graph_calls[0]
   # The DLLP network: the plain MLP, no bag head.
   assert sorted(warm.state.params) == ["Dense_0", "Dense_1", "Dense_2"]
   data = trainer.load_data(config)
@@ -204,12 +221,14 @@ def test_warm_started_llp_bp_starts_bp_from_the_dllp_network(tmp_path, monkeypat
   np.testing.assert_array_equal(prior_logits, logits)
   assert (tmp_path / "dllp" / "metrics.jsonl").exists()
   rounds = _rows(tmp_path, "round")
-  assert [r["round"] for r in rounds] == [-1, 0]
-  assert [r["sweeps"] for r in _rows(tmp_path, "bp")] == [10]
-  # Round 0 replaces its DLLP start only with a lower loss on the validation
-  # bags that a paired test finds significant.
+  assert [r["round"] for r in rounds] == [-1, 0, 1]
+  assert [r["sweeps"] for r in _rows(tmp_path, "bp")] == [10, 10]
+  # The best round replaces its DLLP start only with a lower loss on the
+  # validation bags that a paired test finds significant.
   losses = [r["validation_bag_loss"] for r in rounds]
-  selected = 0 if losses[1] < losses[0] and results["round_vs_start_p_value"] < 0.05 else -1
+  best = int(np.argmin(losses[1:]))
+  better = losses[best + 1] < losses[0] and results["round_vs_start_p_value"] < 0.05
+  selected = best if better else -1
   assert results["selected_round"] == selected
   assert results["test"]["auc"] == rounds[selected + 1]["test_auc"]
   assert set(results) >= {"monitor", "selected_round", "test"}

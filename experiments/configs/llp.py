@@ -65,14 +65,16 @@ round's training takes minutes.
 network (prior bias on; `warm_start_prior_bias=False`: as `prior_bias` says,
 the very network method=dllp trains with the same settings) in WORKDIR/dllp:
 round 0's kNN graph is built on its embedding and BP gets its logits as
-prior field (round 0 with
-`warm_start_lambda_sim`, 0.1); it is also a selection candidate (round -1),
+prior field, at `warm_start_lambda_sim` (0.1), and each later round does the
+same with the previous round's network; the DLLP network is also a selection
+candidate (round -1),
 kept unless the best round's per-bag validation losses are lower by a paired
 t-test at `warm_start_test_level` (0.05) on at least 3 validation bags.
 Adult / llp_bp_bank, seed 0, 1000 steps, test AUC (warm / paper-faithful /
 DLLP prior_bias=True): bag 128 0.867 / 0.682 / 0.871 and 0.735 / 0.473 /
 0.688; bag 512 0.846 / 0.648 / 0.854 and 0.693 / 0.391 / 0.583. Round 0 stays within 0.003 of
-its DLLP start; round 1 (no prior, λ_s = 1) loses 0.04-0.3.
+its DLLP start; round 1 without the prior field, at λ_s = 1 (before Dec 7),
+lost 0.04-0.3.
 `prior_bias=True` starts the output bias at the log label prior (from the bag
 counts), skipping the first steps' shared push towards the prior, which with
 few large bags can rank the positives last. experiments/tables/llp.sh sets it
