@@ -11,6 +11,11 @@
 # representation h of every image, computed once (features_from): a linear
 # model fitted by full-batch L-BFGS, as DLLP and as warm-started LLP-BP
 # (round 0's graph on h, BP's prior field from the DLLP probe).
+# TABLES=selected (beside the default "untuned reference") writes
+# results/llp_${dataset}_selected.md: DLLP and warm-started LLP-BP, each
+# choosing per seed, on its validation-bag DLLP loss (never instance labels),
+# between the same two uses of the encoder: fine-tuning it, or the linear probe
+# on h. Warm LLP-BP's DLLP start is then that setting's DLLP network.
 # Every run is cached under $RUNS, so rerunning only fills in missing cells.
 # SKIP (row@column,...) leaves cells out, shown as "—".
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp_images.sh
@@ -21,10 +26,12 @@ DATASETS=${DATASETS:-fashion_mnist}  # also: mnist
 # The committed tables' rows; llp_bp (the pixels' graph), ot, easyllp and
 # bag_fixmatch (and their *_pretrained forms) are further rows.
 ROWS=${ROWS:-dllp llp_bp_pretrained dllp_pretrained dllp_frozen llp_bp_finetuned dllp_probe llp_bp_probe}
+TABLES=${TABLES:-untuned reference}  # also: selected
+COLUMNS=bag_size=16,bag_size=64,bag_size=256,bag_size=1024
 PROBE=hidden=linear+optimizer=lbfgs+weight_decay=0.0001
 python -m experiments.sweep --config=experiments/configs/simclr.py \
     --workdir="$RUNS/simclr" --parallel="$PARALLEL" --seeds=0 \
-    --rows=dataset=mnist,dataset=fashion_mnist --scale=100 \
+    --rows="dataset=${DATASETS// /,dataset=}" --scale=100 \
     --metric=validation.knn_accuracy,test.knn_accuracy,test.linear_accuracy
 for dataset in $DATASETS; do
   encoder="$RUNS/simclr/dataset-${dataset}__seed-0"
@@ -43,13 +50,38 @@ for dataset in $DATASETS; do
       *) rows+=("method=$row") ;;
     esac
   done
-  python -m experiments.sweep --config=experiments/configs/llp.py \
-      --workdir="$RUNS/llp_$dataset" --parallel="$PARALLEL" \
-      --common="dataset=$dataset,num_steps=300" \
-      --rows="$(IFS=,; echo "${rows[*]}")" \
-      --columns=bag_size=16,bag_size=64,bag_size=256,bag_size=1024 --skip="${SKIP:-}" \
-      --seeds=0,1,2 --metric=test.accuracy --scale=100 --output="results/llp_$dataset.md"
-  # The simplest reference on the same bags: linear DLLP (numpy) on the encoder.
-  python -m experiments.llp_reference --dataset="$dataset" --init_from="$encoder" \
-      --bag_sizes=16,64,256,1024 --seeds=0,1,2 --output="results/llp_reference_$dataset.md"
+  if [[ " $TABLES " == *" untuned "* ]]; then
+    python -m experiments.sweep --config=experiments/configs/llp.py \
+        --workdir="$RUNS/llp_$dataset" --parallel="$PARALLEL" \
+        --common="dataset=$dataset,num_steps=300" \
+        --rows="$(IFS=,; echo "${rows[*]}")" \
+        --columns="$COLUMNS" --skip="${SKIP:-}" \
+        --seeds=0,1,2 --metric=test.accuracy --scale=100 --output="results/llp_$dataset.md"
+  fi
+  if [[ " $TABLES " == *" reference "* ]]; then
+    # The simplest reference on the same bags: linear DLLP (numpy) on the encoder.
+    python -m experiments.llp_reference --dataset="$dataset" --init_from="$encoder" \
+        --bag_sizes=16,64,256,1024 --seeds=0,1,2 --output="results/llp_reference_$dataset.md"
+  fi
+  if [[ " $TABLES " == *" selected "* ]]; then
+    parts=$(mktemp -d)
+    selected() {  # $1: the row, $2: its setting that fine-tunes the encoder
+      python -m experiments.sweep --config=experiments/configs/llp.py \
+          --workdir="$RUNS/llp_selected_$dataset" --parallel="$PARALLEL" \
+          --common="dataset=$dataset,num_steps=300" --rows="$1" \
+          --columns="$COLUMNS" --skip="${SKIP:-}" \
+          --tune="$2,features_from=$encoder+$PROBE" --select=monitor.validation_bag_loss \
+          --seeds=0,1,2 --metric=test.accuracy --scale=100 --output="$parts/${1//[=+]/_}.md"
+    }
+    selected method=dllp "init_from=$encoder"
+    selected method=llp_bp+rounds=1+warm_start=True "finetune_encoder=True+init_from=$encoder"
+    {
+      echo "# LLP on $dataset: test accuracy (%), each method selected on validation bags"; echo
+      echo "Grid per seed: fine-tuning the SimCLR encoder, or the linear probe on its h (L-BFGS)."
+      echo "All sections: \`DATASETS=$dataset TABLES=selected bash experiments/tables/llp_images.sh\`"; echo
+      cat "$parts"/method_dllp.md; echo
+      cat "$parts"/method_llp_bp_rounds_1_warm_start_True.md
+    } > "results/llp_${dataset}_selected.md"
+    rm -r "$parts"
+  fi
 done
