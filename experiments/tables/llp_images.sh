@@ -17,7 +17,7 @@
 # between the same two uses of the encoder: fine-tuning it, or the linear probe
 # on h. Warm LLP-BP's DLLP start is then that setting's DLLP network.
 # Every run is cached under $RUNS, so rerunning only fills in missing cells.
-# SKIP (row@column,...) leaves cells out, shown as "—".
+# SKIP (row@column,...) leaves cells of the untuned table out, shown as "—".
 #   LABELJAX_RAW_DATA_DIR=../shared/data bash experiments/tables/llp_images.sh
 set -euo pipefail
 RUNS=${RUNS:-/tmp/labeljax/tables}
@@ -69,7 +69,7 @@ for dataset in $DATASETS; do
       python -m experiments.sweep --config=experiments/configs/llp.py \
           --workdir="$RUNS/llp_selected_$dataset" --parallel="$PARALLEL" \
           --common="dataset=$dataset,num_steps=300" --rows="$1" \
-          --columns="$COLUMNS" --skip="${SKIP:-}" \
+          --columns="$COLUMNS" \
           --tune="$2,features_from=$encoder+$PROBE" --select=monitor.validation_bag_loss \
           --seeds=0,1,2 --metric=test.accuracy --scale=100 --output="$parts/${1//[=+]/_}.md"
     }
